@@ -1,0 +1,126 @@
+//! `cargo xtask ...`: set up the toolchain, build the eBPF object and the binaries, test,
+//! run the demo. Every command does its own setup first, so each works on a fresh machine.
+mod ebpf;
+mod run;
+mod setup;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (Debian packages, bpf-linker, bpffs mount); idempotent.
+    Setup,
+    /// Build the eBPF object with its own toolchain and target directory.
+    BuildEbpf,
+    /// Build the eBPF object, then the release binaries that embed it.
+    Build,
+    /// fmt check, clippy -D warnings, unit tests, then the privileged tests (needs root).
+    Test,
+    /// Run the demo: a flow passing, dropped by eBPF in a namespace, passing again (root).
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::BuildEbpf => {
+            setup::run()?;
+            ebpf::build(&root)
+        }
+        Command::Build => {
+            setup::run()?;
+            ebpf::build(&root)?;
+            run::phase("build release binaries", || {
+                run::cargo(&root, &["build", "--release", "--workspace", "--bins"])
+            })
+        }
+        Command::Test => test(&root),
+        Command::Demo => {
+            require_root("the demo creates network namespaces and loads eBPF programs")?;
+            setup::run()?;
+            ebpf::build(&root)?;
+            run::phase("build netwarden", || {
+                run::cargo(&root, &["build", "--release", "-p", "netwarden-agent"])
+            })?;
+            run::phase("demo", || {
+                run::command(
+                    &root,
+                    root.join("target/release/netwarden").as_os_str(),
+                    &["demo"],
+                )
+            })
+        }
+    }
+}
+
+fn test(root: &Path) -> Result<()> {
+    require_root(
+        "the privileged tests create network namespaces and load eBPF programs; \
+         run `sudo -E cargo xtask test`",
+    )?;
+    let started = std::time::Instant::now();
+    setup::run()?;
+    ebpf::build(root)?;
+    run::phase("fmt check", || {
+        run::cargo(root, &["fmt", "--all", "--", "--check"])?;
+        run::cargo(
+            root,
+            &[
+                "fmt",
+                "--manifest-path",
+                "ebpf/programs/Cargo.toml",
+                "--",
+                "--check",
+            ],
+        )
+    })?;
+    run::phase("clippy", || {
+        run::cargo(
+            root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    run::phase("unit tests", || {
+        run::cargo(
+            root,
+            &["test", "--workspace", "--exclude", "netwarden-tests"],
+        )
+    })?;
+    run::phase("privileged end-to-end tests", || {
+        run::cargo(root, &["test", "-p", "netwarden-tests"])
+    })?;
+    println!("all tests passed in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+fn require_root(why: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("refusing to run as a non-root user: {why}");
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
