@@ -1,5 +1,7 @@
-//! netwarden's node agent: the datapath that enforces policy on pod interfaces, and the
-//! local lab that runs it on one machine.
+//! netwarden's node agent: cluster state, the policy engine, the datapath that enforces
+//! policy on pod interfaces, and the local lab that runs it on one machine.
+pub mod cluster;
 pub mod datapath;
 pub mod lab;
 pub mod netns;
+pub mod policy;

@@ -1,4 +1,8 @@
 //! netwarden's attach component: the types and duties of the CNI side.
 pub mod ifname;
+pub mod network;
+pub mod status;
 
 pub use ifname::InterfaceName;
+pub use network::NetworkRef;
+pub use status::NetworkStatus;

@@ -1,0 +1,2 @@
+//! Cluster state: the Kubernetes objects netwarden reads and where they come from.
+pub mod crd;

@@ -1,0 +1,1 @@
+//! The policy engine: pure functions from cluster objects to per-interface datapath rules.
