@@ -23,7 +23,8 @@ pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
     kind = "NetworkAttachmentDefinition",
     plural = "network-attachment-definitions",
     shortname = "net-attach-def",
-    namespaced
+    namespaced,
+    derive = "PartialEq"
 )]
 pub struct NetworkAttachmentDefinitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,7 +44,8 @@ pub mod v1beta1 {
         kind = "MultiNetworkPolicy",
         plural = "multi-networkpolicies",
         shortname = "multi-policy",
-        namespaced
+        namespaced,
+        derive = "PartialEq"
     )]
     pub struct MultiNetworkPolicySpec {
         #[serde(flatten)]
@@ -65,7 +67,8 @@ pub mod v1beta2 {
         kind = "MultiNetworkPolicy",
         plural = "multi-networkpolicies",
         shortname = "multi-policy",
-        namespaced
+        namespaced,
+        derive = "PartialEq"
     )]
     pub struct MultiNetworkPolicySpec {
         #[serde(flatten)]
