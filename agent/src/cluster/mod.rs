@@ -4,6 +4,9 @@
 //! stream of [`ClusterEvent`]s over [`Object`]s; the policy engine and the attach service
 //! consume those.
 pub mod crd;
+pub mod kube_api;
+pub mod manifest_dir;
+pub mod source;
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
