@@ -227,23 +227,62 @@ async fn the_objects_read_are_complete_and_defaulted() {
         };
         objects.extend(listed);
     }
-    let find = |name: &str| objects.iter().find(|o| key(o).name == name).unwrap().clone();
+    let find = |name: &str| {
+        objects
+            .iter()
+            .find(|o| key(o).name == name)
+            .unwrap()
+            .clone()
+    };
 
-    let Object::Pod(frontend) = find("frontend") else { panic!() };
+    let Object::Pod(frontend) = find("frontend") else {
+        panic!()
+    };
     assert_eq!(frontend.metadata.namespace.as_deref(), Some("default"));
-    let Object::Pod(samplepod) = find("samplepod") else { panic!() };
+    let Object::Pod(samplepod) = find("samplepod") else {
+        panic!()
+    };
     let annotations = samplepod.metadata.annotations.unwrap();
-    assert_eq!(annotations["k8s.v1.cni.cncf.io/networks"], "privileged/macvlan-conf");
+    assert_eq!(
+        annotations["k8s.v1.cni.cncf.io/networks"],
+        "privileged/macvlan-conf"
+    );
     let port = &samplepod.spec.unwrap().containers[0].ports.clone().unwrap()[0];
-    assert_eq!((port.name.as_deref(), port.container_port), (Some("redis"), 6379));
-    let Object::NetworkAttachmentDefinition(nad) = find("macvlan-conf") else { panic!() };
-    let config: serde_json::Value = serde_json::from_str(nad.spec.config.as_deref().unwrap()).unwrap();
-    assert_eq!((config["type"].as_str(), config["ipam"]["rangeEnd"].as_str()), (Some("macvlan"), Some("192.168.1.216")));
-    let Object::MultiNetworkPolicy(policy) = find("test-network-policy") else { panic!() };
-    assert_eq!(serde_json::to_value(&*policy).unwrap()["apiVersion"], "k8s.cni.cncf.io/v1beta2");
-    assert_eq!(policy.spec.policy.ingress.as_ref().unwrap()[0].from.as_ref().unwrap().len(), 2);
-    let Object::Namespace(privileged) = find("privileged") else { panic!() };
-    assert_eq!(privileged.metadata.labels.unwrap()["kubernetes.io/metadata.name"], "privileged");
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (Some("redis"), 6379)
+    );
+    let Object::NetworkAttachmentDefinition(nad) = find("macvlan-conf") else {
+        panic!()
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(nad.spec.config.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        (config["type"].as_str(), config["ipam"]["rangeEnd"].as_str()),
+        (Some("macvlan"), Some("192.168.1.216"))
+    );
+    let Object::MultiNetworkPolicy(policy) = find("test-network-policy") else {
+        panic!()
+    };
+    assert_eq!(
+        serde_json::to_value(&*policy).unwrap()["apiVersion"],
+        "k8s.cni.cncf.io/v1beta2"
+    );
+    assert_eq!(
+        policy.spec.policy.ingress.as_ref().unwrap()[0]
+            .from
+            .as_ref()
+            .unwrap()
+            .len(),
+        2
+    );
+    let Object::Namespace(privileged) = find("privileged") else {
+        panic!()
+    };
+    assert_eq!(
+        privileged.metadata.labels.unwrap()["kubernetes.io/metadata.name"],
+        "privileged"
+    );
 }
 
 #[tokio::test]
@@ -252,11 +291,21 @@ async fn edits_new_files_and_removed_files_become_events() {
     let mut events = Events(DirSource::new(dir.path().to_owned()).events());
     events.initial().await;
 
-    write(dir.path(), "pods.yml", &PODS.replace("role: frontend", "role: canary"));
-    let Object::Pod(frontend) = applied(events.next_ok().await) else { panic!("a pod") };
+    write(
+        dir.path(),
+        "pods.yml",
+        &PODS.replace("role: frontend", "role: canary"),
+    );
+    let Object::Pod(frontend) = applied(events.next_ok().await) else {
+        panic!("a pod")
+    };
     assert_eq!(frontend.metadata.labels.unwrap()["role"], "canary");
 
-    write(dir.path(), "more/staging.json", r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "staging"}}"#);
+    write(
+        dir.path(),
+        "more/staging.json",
+        r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "staging"}}"#,
+    );
     assert_eq!(key(&applied(events.next_ok().await)).name, "staging");
 
     fs::remove_file(dir.path().join("nad.yaml")).unwrap();
@@ -270,7 +319,11 @@ async fn edits_new_files_and_removed_files_become_events() {
     );
 
     // Dropping one document of a multi-document file deletes only its object.
-    write(dir.path(), "namespaces.yaml", NAMESPACES.split("---").next().unwrap());
+    write(
+        dir.path(),
+        "namespaces.yaml",
+        NAMESPACES.split("---").next().unwrap(),
+    );
     assert_eq!(
         events.next_ok().await,
         ClusterEvent::Deleted(ObjectKey {
@@ -293,11 +346,18 @@ async fn a_bad_document_is_named_by_file_and_field_while_the_others_load() {
     };
     assert_eq!(error.file, dir.path().join("pods.yml"));
     assert_eq!((error.document, error.line), (1, 1));
-    assert_eq!(error.field.as_deref(), Some("spec.containers[0].ports[0].containerPort"));
+    assert_eq!(
+        error.field.as_deref(),
+        Some("spec.containers[0].ports[0].containerPort")
+    );
     let message = error.to_string();
     assert!(message.contains("pods.yml: document 1 (line 1): field spec.containers[0].ports[0].containerPort: invalid type"), "{message}");
     let listed = events.initial().await;
-    assert_eq!(listed[0], (Kind::Pod, names(&["frontend"])), "the good pod of the same file loads");
+    assert_eq!(
+        listed[0],
+        (Kind::Pod, names(&["frontend"])),
+        "the good pod of the same file loads"
+    );
     assert_eq!(listed[1].1.len(), 2);
 }
 
@@ -307,15 +367,32 @@ async fn breaking_a_file_keeps_its_objects_until_it_is_fixed() {
     let mut events = Events(DirSource::new(dir.path().to_owned()).events());
     events.initial().await;
 
-    write(dir.path(), "pods.yml", &PODS.replace("containerPort: 6379", "containerPort: [6379"));
+    write(
+        dir.path(),
+        "pods.yml",
+        &PODS.replace("containerPort: 6379", "containerPort: [6379"),
+    );
     let Err(SourceError::Manifest(error)) = events.next().await else {
         panic!("the broken document is reported")
     };
     assert!(error.problem.starts_with("not valid YAML"), "{error}");
     // No Deleted for samplepod: a half-edited file does not remove what it held.
-    write(dir.path(), "pods.yml", &PODS.replace("containerPort: 6379", "containerPort: 6380"));
-    let Object::Pod(samplepod) = applied(events.next_ok().await) else { panic!("a pod") };
-    assert_eq!(samplepod.spec.unwrap().containers[0].ports.as_ref().unwrap()[0].container_port, 6380);
+    write(
+        dir.path(),
+        "pods.yml",
+        &PODS.replace("containerPort: 6379", "containerPort: 6380"),
+    );
+    let Object::Pod(samplepod) = applied(events.next_ok().await) else {
+        panic!("a pod")
+    };
+    assert_eq!(
+        samplepod.spec.unwrap().containers[0]
+            .ports
+            .as_ref()
+            .unwrap()[0]
+            .container_port,
+        6380
+    );
 }
 
 fn statuses() -> Vec<NetworkStatus> {
@@ -339,42 +416,88 @@ async fn writing_network_status_rewrites_only_the_pods_document_atomically() {
         namespace: "privileged".into(),
         name: "samplepod".into(),
     };
-    source.write_network_status(&samplepod, &statuses()).await.unwrap();
+    source
+        .write_network_status(&samplepod, &statuses())
+        .await
+        .unwrap();
 
-    assert_ne!(fs::metadata(&file).unwrap().ino(), inode_before, "replaced by rename, not rewritten in place");
+    assert_ne!(
+        fs::metadata(&file).unwrap().ino(),
+        inode_before,
+        "replaced by rename, not rewritten in place"
+    );
     let text = fs::read_to_string(&file).unwrap();
     let other_document = &PODS[PODS.find("---").unwrap()..];
-    assert!(text.ends_with(other_document), "the other document is untouched:\n{text}");
-    let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(
+        text.ends_with(other_document),
+        "the other document is untouched:\n{text}"
+    );
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    let Object::Pod(pod) = applied(events.next_ok().await) else { panic!("the pod changes") };
+    let Object::Pod(pod) = applied(events.next_ok().await) else {
+        panic!("the pod changes")
+    };
     assert_eq!(pod.metadata.name.as_deref(), Some("samplepod"));
     let annotations = pod.metadata.annotations.unwrap();
-    assert_eq!(parse_network_status(&annotations[NETWORK_STATUS_ANNOTATION]).unwrap(), statuses());
-    assert_eq!(annotations["k8s.v1.cni.cncf.io/networks"], "privileged/macvlan-conf");
-    assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("dougbtv/centos-network"));
+    assert_eq!(
+        parse_network_status(&annotations[NETWORK_STATUS_ANNOTATION]).unwrap(),
+        statuses()
+    );
+    assert_eq!(
+        annotations["k8s.v1.cni.cncf.io/networks"],
+        "privileged/macvlan-conf"
+    );
+    assert_eq!(
+        pod.spec.unwrap().containers[0].image.as_deref(),
+        Some("dougbtv/centos-network")
+    );
 }
 
 #[tokio::test]
 async fn a_pod_in_a_json_file_stays_json_and_a_missing_pod_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "pod.json", r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "lab"}, "spec": {"containers": [{"name": "c"}]}}"#);
+    write(
+        dir.path(),
+        "pod.json",
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "lab"}, "spec": {"containers": [{"name": "c"}]}}"#,
+    );
     let source = DirSource::new(dir.path().to_owned());
     let pod = PodRef {
         namespace: "lab".into(),
         name: "p".into(),
     };
-    source.write_network_status(&pod, &statuses()).await.unwrap();
-    let written: serde_json::Value = serde_json::from_str(&fs::read_to_string(dir.path().join("pod.json")).unwrap()).unwrap();
-    let value = written["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION].as_str().unwrap();
+    source
+        .write_network_status(&pod, &statuses())
+        .await
+        .unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.path().join("pod.json")).unwrap()).unwrap();
+    let value = written["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION]
+        .as_str()
+        .unwrap();
     assert_eq!(parse_network_status(value).unwrap(), statuses());
 
     let missing = PodRef {
         namespace: "lab".into(),
         name: "nobody".into(),
     };
-    let error = source.write_network_status(&missing, &statuses()).await.unwrap_err();
-    assert!(matches!(&error, SourceError::PodNotFound { pod, .. } if *pod == missing), "{error}");
-    assert!(error.to_string().starts_with("pod lab/nobody: no manifest under"), "{error}");
+    let error = source
+        .write_network_status(&missing, &statuses())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, SourceError::PodNotFound { pod, .. } if *pod == missing),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("pod lab/nobody: no manifest under"),
+        "{error}"
+    );
 }

@@ -4,9 +4,9 @@ mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
+use axum::http::Method;
 use futures::{stream::BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use axum::http::Method;
 use kube::runtime::watcher;
 use netwarden_agent::cluster::{
     kube_api::KubeSource,
@@ -53,13 +53,19 @@ fn policy() -> Value {
 }
 
 fn seed(server: &ApiServer) {
-    server.apply(&NAMESPACES, json!({"metadata": {"name": "shop", "labels": {"team": "a"}}}));
+    server.apply(
+        &NAMESPACES,
+        json!({"metadata": {"name": "shop", "labels": {"team": "a"}}}),
+    );
     server.apply(
         &NETWORK_ATTACHMENT_DEFINITIONS,
         json!({"metadata": {"name": "macvlan-conf", "namespace": "shop"},
                "spec": {"config": "{\"cniVersion\":\"0.3.1\",\"type\":\"macvlan\",\"master\":\"eth0\"}"}}),
     );
-    server.apply(&NETWORK_POLICIES, json!({"metadata": {"name": "np", "namespace": "shop"}, "spec": {"podSelector": {}}}));
+    server.apply(
+        &NETWORK_POLICIES,
+        json!({"metadata": {"name": "np", "namespace": "shop"}, "spec": {"podSelector": {}}}),
+    );
     server.apply(&PODS, pod("local", NODE, json!({"app": "db"})));
     server.apply(&PODS, pod("remote", "node-b", json!({"app": "web"})));
 }
@@ -91,7 +97,10 @@ impl Events {
         while listed.len() < 5 {
             match self.next_ok().await {
                 ClusterEvent::Resynced(kind, objects) => {
-                    assert!(listed.insert(kind, objects).is_none(), "{kind:?} listed twice");
+                    assert!(
+                        listed.insert(kind, objects).is_none(),
+                        "{kind:?} listed twice"
+                    );
                 }
                 other => panic!("before the first listing is complete: {other:?}"),
             }
@@ -166,19 +175,35 @@ async fn the_initial_list_arrives_as_one_resync_per_kind_with_remote_pods_cut_do
         .collect();
     let local = pods["local"];
     assert!(local.status.is_some(), "pods on this node are kept whole");
-    assert_eq!(local.spec.as_ref().unwrap().containers[0].image.as_deref(), Some("nginx"));
+    assert_eq!(
+        local.spec.as_ref().unwrap().containers[0].image.as_deref(),
+        Some("nginx")
+    );
     let remote = pods["remote"];
     assert_eq!(remote.status, None);
     let container = &remote.spec.as_ref().unwrap().containers[0];
-    assert_eq!((container.image.as_deref(), container.ports.as_ref().unwrap()[0].container_port), (None, 80));
+    assert_eq!(
+        (
+            container.image.as_deref(),
+            container.ports.as_ref().unwrap()[0].container_port
+        ),
+        (None, 80)
+    );
     let annotations = remote.metadata.annotations.as_ref().unwrap();
-    assert_eq!(annotations.keys().collect::<Vec<_>>(), ["k8s.v1.cni.cncf.io/networks"]);
+    assert_eq!(
+        annotations.keys().collect::<Vec<_>>(),
+        ["k8s.v1.cni.cncf.io/networks"]
+    );
     assert_eq!(remote.metadata.labels.as_ref().unwrap()["app"], "web");
 
     // v1beta1 is not served here (404): the source goes on without it, so the policies
     // are listed once.
     events.expect_quiet(Duration::from_millis(300)).await;
-    assert_eq!(lists_of(&server, &MULTI_POLICIES_V1BETA2), 2, "the probe and the watcher's list");
+    assert_eq!(
+        lists_of(&server, &MULTI_POLICIES_V1BETA2),
+        2,
+        "the probe and the watcher's list"
+    );
 }
 
 #[tokio::test]
@@ -189,17 +214,29 @@ async fn adds_changes_and_deletes_arrive_as_events() {
     events.initial().await;
 
     server.apply(&PODS, pod("new", "node-b", json!({"app": "cache"})));
-    assert_eq!(pod_of(events.next_ok().await).metadata.name.as_deref(), Some("new"));
+    assert_eq!(
+        pod_of(events.next_ok().await).metadata.name.as_deref(),
+        Some("new")
+    );
 
-    server.apply(&PODS, pod("new", "node-b", json!({"app": "cache", "tier": "2"})));
+    server.apply(
+        &PODS,
+        pod("new", "node-b", json!({"app": "cache", "tier": "2"})),
+    );
     let changed = pod_of(events.next_ok().await);
     assert_eq!(changed.metadata.labels.unwrap()["tier"], "2");
 
     server.delete(&PODS, Some("shop"), "new");
-    assert_eq!(events.next_ok().await, ClusterEvent::Deleted(pod_key("new")));
+    assert_eq!(
+        events.next_ok().await,
+        ClusterEvent::Deleted(pod_key("new"))
+    );
 
     server.apply(&MULTI_POLICIES_V1BETA2, policy());
-    assert!(matches!(events.next_ok().await, ClusterEvent::Applied(Object::MultiNetworkPolicy(_))));
+    assert!(matches!(
+        events.next_ok().await,
+        ClusterEvent::Applied(Object::MultiNetworkPolicy(_))
+    ));
 }
 
 #[tokio::test]
@@ -214,7 +251,10 @@ async fn closed_watches_resume_from_the_last_resource_version_without_relisting(
     server.with_watches_closed(|_| ());
     server.apply(&PODS, pod("after", "node-b", json!({})));
     // Watches resume and pick up the change; no Resynced comes first.
-    assert_eq!(pod_of(events.next_ok().await).metadata.name.as_deref(), Some("after"));
+    assert_eq!(
+        pod_of(events.next_ok().await).metadata.name.as_deref(),
+        Some("after")
+    );
 
     assert_eq!(lists_of(&server, &PODS), 1);
     let pod_watches: Vec<_> = server
@@ -237,7 +277,10 @@ async fn compacted_history_gets_410_gone_and_the_client_relists_the_current_stat
     // While no watch is open: one pod changes, one goes, one comes, and the history of it
     // is compacted away.
     server.with_watches_closed(|store| {
-        store.apply(&PODS, pod("local", NODE, json!({"app": "db", "changed": "yes"})));
+        store.apply(
+            &PODS,
+            pod("local", NODE, json!({"app": "db", "changed": "yes"})),
+        );
         store.delete(&PODS, Some("shop"), "remote");
         store.apply(&PODS, pod("newcomer", "node-b", json!({})));
         store.compact();
@@ -258,7 +301,11 @@ async fn compacted_history_gets_410_gone_and_the_client_relists_the_current_stat
     };
     assert!(saw_gone, "the watch reported 410 Gone");
     assert_eq!(names(&pods), ["local", "newcomer"]);
-    let Object::Pod(local) = pods.iter().find(|p| matches!(p, Object::Pod(p) if p.metadata.name.as_deref() == Some("local"))).unwrap() else {
+    let Object::Pod(local) = pods
+        .iter()
+        .find(|p| matches!(p, Object::Pod(p) if p.metadata.name.as_deref() == Some("local")))
+        .unwrap()
+    else {
         unreachable!()
     };
     assert_eq!(local.metadata.labels.as_ref().unwrap()["changed"], "yes");
@@ -275,7 +322,10 @@ async fn bookmarks_advance_the_resource_version_so_compaction_needs_no_relist() 
     // Other kinds move the resourceVersion on; the pod watch hears of it only by bookmark.
     for name in ["a", "b", "c"] {
         server.apply(&NAMESPACES, json!({"metadata": {"name": name}}));
-        assert!(matches!(events.next_ok().await, ClusterEvent::Applied(Object::Namespace(_))));
+        assert!(matches!(
+            events.next_ok().await,
+            ClusterEvent::Applied(Object::Namespace(_))
+        ));
     }
     let bookmarked = server.bookmark();
     server.with_watches_closed(|store| {
@@ -284,15 +334,25 @@ async fn bookmarks_advance_the_resource_version_so_compaction_needs_no_relist() 
     });
     server.apply(&PODS, pod("after", "node-b", json!({})));
 
-    assert_eq!(pod_of(events.next_ok().await).metadata.name.as_deref(), Some("after"));
-    assert_eq!(lists_of(&server, &PODS), 1, "no relist: the watch resumed at the bookmark");
+    assert_eq!(
+        pod_of(events.next_ok().await).metadata.name.as_deref(),
+        Some("after")
+    );
+    assert_eq!(
+        lists_of(&server, &PODS),
+        1,
+        "no relist: the watch resumed at the bookmark"
+    );
     let last_pod_watch = server
         .requests()
         .into_iter()
-        .filter(|r| r.collection == "/api/v1/pods" && r.watch)
-        .last()
+        .rev()
+        .find(|r| r.collection == "/api/v1/pods" && r.watch)
         .unwrap();
-    assert_eq!(last_pod_watch.resource_version, Some(bookmarked.to_string()));
+    assert_eq!(
+        last_pod_watch.resource_version,
+        Some(bookmarked.to_string())
+    );
 }
 
 #[tokio::test]
@@ -316,8 +376,14 @@ async fn writing_network_status_patches_the_pod_and_the_watch_sees_it() {
 
     let stored = server.object(&PODS, Some("shop"), "local").unwrap();
     let annotations = &stored["metadata"]["annotations"];
-    assert_eq!(annotations["k8s.v1.cni.cncf.io/networks"], "macvlan-conf", "other annotations kept");
-    assert_eq!(parse_network_status(annotations[NETWORK_STATUS_ANNOTATION].as_str().unwrap()).unwrap(), entries);
+    assert_eq!(
+        annotations["k8s.v1.cni.cncf.io/networks"], "macvlan-conf",
+        "other annotations kept"
+    );
+    assert_eq!(
+        parse_network_status(annotations[NETWORK_STATUS_ANNOTATION].as_str().unwrap()).unwrap(),
+        entries
+    );
     let seen = pod_of(events.next_ok().await);
     let written = &seen.metadata.annotations.unwrap()[NETWORK_STATUS_ANNOTATION];
     assert_eq!(parse_network_status(written).unwrap(), entries);
@@ -326,13 +392,28 @@ async fn writing_network_status_patches_the_pod_and_the_watch_sees_it() {
         namespace: "shop".into(),
         name: "nobody".into(),
     };
-    let error = source.write_network_status(&missing, &entries).await.unwrap_err();
-    assert!(error.to_string().starts_with("pod shop/nobody: patching annotation"), "{error}");
+    let error = source
+        .write_network_status(&missing, &entries)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("pod shop/nobody: patching annotation"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
 async fn a_v1beta1_policy_arrives_as_v1beta2() {
-    let server = ApiServer::start(&[PODS, NAMESPACES, NETWORK_ATTACHMENT_DEFINITIONS, MULTI_POLICIES_V1BETA1, NETWORK_POLICIES]).await;
+    let server = ApiServer::start(&[
+        PODS,
+        NAMESPACES,
+        NETWORK_ATTACHMENT_DEFINITIONS,
+        MULTI_POLICIES_V1BETA1,
+        NETWORK_POLICIES,
+    ])
+    .await;
     server.apply(&MULTI_POLICIES_V1BETA1, policy());
     let (_source, mut events) = Events::of(&server);
 
@@ -342,7 +423,10 @@ async fn a_v1beta1_policy_arrives_as_v1beta2() {
     };
     let rendered = serde_json::to_value(policy).unwrap();
     assert_eq!(rendered["apiVersion"], "k8s.cni.cncf.io/v1beta2");
-    assert_eq!(rendered["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "web");
+    assert_eq!(
+        rendered["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"],
+        "web"
+    );
     assert_eq!(
         policy.metadata.annotations.as_ref().unwrap()["k8s.v1.cni.cncf.io/policy-for"],
         "macvlan-conf"
@@ -354,5 +438,8 @@ async fn a_v1beta1_policy_arrives_as_v1beta2() {
     let ClusterEvent::Applied(Object::MultiNetworkPolicy(policy)) = events.next_ok().await else {
         panic!("expected the changed policy")
     };
-    assert_eq!(policy.spec.policy.policy_types.unwrap(), ["Ingress", "Egress"]);
+    assert_eq!(
+        policy.spec.policy.policy_types.unwrap(),
+        ["Ingress", "Egress"]
+    );
 }

@@ -124,7 +124,9 @@ fn object_id(resource: &Resource, object: &Value) -> (String, String) {
     } else {
         ""
     };
-    let name = metadata["name"].as_str().expect("test objects have metadata.name");
+    let name = metadata["name"]
+        .as_str()
+        .expect("test objects have metadata.name");
     (namespace.to_owned(), name.to_owned())
 }
 
@@ -164,8 +166,15 @@ impl Store {
         }
         object["metadata"]["resourceVersion"] = json!(resource_version.to_string());
         let collection = self.collection(resource);
-        let existing_uid = collection.objects.get(&id).map(|old| old["metadata"]["uid"].clone());
-        let kind = if existing_uid.is_some() { "MODIFIED" } else { "ADDED" };
+        let existing_uid = collection
+            .objects
+            .get(&id)
+            .map(|old| old["metadata"]["uid"].clone());
+        let kind = if existing_uid.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
         object["metadata"]["uid"] = existing_uid.unwrap_or_else(|| json!(format!("uid-{uid}")));
         collection.objects.insert(id, object.clone());
         self.record(resource, kind, object)
@@ -236,7 +245,9 @@ impl ApiServer {
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let app = Router::new().fallback(handle).with_state(Arc::clone(&store));
+        let app = Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&store));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
@@ -265,7 +276,12 @@ impl ApiServer {
         self.lock().delete(resource, namespace, name)
     }
 
-    pub fn object(&self, resource: &Resource, namespace: Option<&str>, name: &str) -> Option<Value> {
+    pub fn object(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
         let id = (namespace.unwrap_or("").to_owned(), name.to_owned());
         self.lock().collection(resource).objects.get(&id).cloned()
     }
@@ -295,7 +311,12 @@ type Shared = Arc<Mutex<Store>>;
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
     let body = status_body(code.as_u16(), reason, message);
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn status_body(code: u16, reason: &str, message: String) -> Value {
@@ -306,7 +327,10 @@ fn status_body(code: u16, reason: &str, message: String) -> Value {
 /// What a path names.
 enum Target {
     Collection(String),
-    Object { collection: String, id: (String, String) },
+    Object {
+        collection: String,
+        id: (String, String),
+    },
 }
 
 fn target(path: &str) -> Option<Target> {
@@ -341,12 +365,22 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let not_found = || status(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({uri})"));
+    let not_found = || {
+        status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({uri})"),
+        )
+    };
     let Some(target) = target(uri.path()) else {
         return not_found();
     };
     if query.contains_key("labelSelector") || query.contains_key("fieldSelector") {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "this test server implements no selectors".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "this test server implements no selectors".into(),
+        );
     }
     let mut store = shared.lock().unwrap();
     let collection_name = match &target {
@@ -363,7 +397,9 @@ async fn handle(
         resource_version: query.get("resourceVersion").cloned(),
     });
     match (method, target) {
-        (Method::GET, Target::Collection(_)) if watch => watch_collection(&mut store, &collection_name, &query),
+        (Method::GET, Target::Collection(_)) if watch => {
+            watch_collection(&mut store, &collection_name, &query)
+        }
         (Method::GET, Target::Collection(_)) => {
             let collection = &store.collections[&collection_name];
             let list = json!({
@@ -379,30 +415,52 @@ async fn handle(
                 .get(header::CONTENT_TYPE)
                 .is_some_and(|c| c.as_bytes().starts_with(b"application/merge-patch+json"));
             if !merge {
-                return status(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", "only merge patches".into());
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    "only merge patches".into(),
+                );
             }
             let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
-                return status(StatusCode::BAD_REQUEST, "BadRequest", "patch is not JSON".into());
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "patch is not JSON".into(),
+                );
             };
             let collection = &store.collections[&collection_name];
             let resource = collection.resource;
             let Some(mut object) = collection.objects.get(&id).cloned() else {
-                return status(StatusCode::NOT_FOUND, "NotFound", format!("{} {id:?} not found", resource.kind));
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} {id:?} not found", resource.kind),
+                );
             };
             merge_patch(&mut object, &patch);
             store.apply(&resource, object);
             json_response(&store.collections[&collection_name].objects[&id])
         }
-        (Method::GET, Target::Object { id, .. }) => match store.collections[&collection_name].objects.get(&id) {
-            Some(object) => json_response(object),
-            None => not_found(),
-        },
-        _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "not implemented by the test server".into()),
+        (Method::GET, Target::Object { id, .. }) => {
+            match store.collections[&collection_name].objects.get(&id) {
+                Some(object) => json_response(object),
+                None => not_found(),
+            }
+        }
+        _ => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "not implemented by the test server".into(),
+        ),
     }
 }
 
 fn json_response(value: &Value) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 /// RFC 7386 JSON merge patch.
@@ -432,11 +490,21 @@ fn watch_line(kind: &str, object: &Value) -> Bytes {
 }
 
 /// Streams the collection's events after `resourceVersion` as newline-delimited JSON.
-fn watch_collection(store: &mut Store, collection_name: &str, query: &HashMap<String, String>) -> Response {
+fn watch_collection(
+    store: &mut Store,
+    collection_name: &str,
+    query: &HashMap<String, String>,
+) -> Response {
     let Some(Ok(from)) = query.get("resourceVersion").map(|rv| rv.parse::<u64>()) else {
-        return status(StatusCode::BAD_REQUEST, "BadRequest", "watch needs a numeric resourceVersion".into());
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "watch needs a numeric resourceVersion".into(),
+        );
     };
-    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let bookmarks = query
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true");
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
@@ -496,7 +564,9 @@ fn watch_collection(store: &mut Store, collection_name: &str, query: &HashMap<St
         }
     });
     let stream = futures::stream::unfold(body, |mut body| async move {
-        body.recv().await.map(|line| (Ok::<_, std::convert::Infallible>(line), body))
+        body.recv()
+            .await
+            .map(|line| (Ok::<_, std::convert::Infallible>(line), body))
     });
     (
         [(header::CONTENT_TYPE, "application/json")],
