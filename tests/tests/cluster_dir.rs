@@ -7,7 +7,7 @@ use std::{fs, os::unix::fs::MetadataExt, path::Path, time::Duration};
 use futures::{stream::BoxStream, StreamExt};
 use netwarden_agent::cluster::{
     manifest_dir::DirSource,
-    source::{ClusterSource, PodRef, SourceError},
+    source::{ClusterSource, ClusterSourceSpec, NodeName, PodRef, SourceError},
     ClusterEvent, Kind, Object, ObjectKey,
 };
 use netwarden_cni::status::{parse_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
@@ -213,6 +213,18 @@ async fn seed_style_manifests_load_as_one_listing_per_kind() {
             (Kind::MultiNetworkPolicy, names(&["test-network-policy"])),
             (Kind::NetworkPolicy, names(&["default-deny"])),
         ]
+    );
+}
+
+#[tokio::test]
+async fn the_cluster_flag_opens_a_directory_source() {
+    let dir = lab();
+    let spec: ClusterSourceSpec = format!("dir:{}", dir.path().display()).parse().unwrap();
+    let source = spec.open(NodeName("lab-node".into())).await.unwrap();
+    let mut events = Events(source.events());
+    assert_eq!(
+        events.initial().await[1],
+        (Kind::Namespace, names(&["development", "privileged"]))
     );
 }
 

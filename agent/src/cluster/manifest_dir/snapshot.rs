@@ -160,3 +160,23 @@ pub(super) fn changes(previous: &Snapshot, next: &mut Snapshot) -> Vec<ClusterEv
         .map(|(_, located)| ClusterEvent::Applied(located.object.clone()));
     gone.chain(applied).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_are_visible_yaml_and_json_files() {
+        for (path, expected) in [
+            ("lab/pods.yaml", true),
+            ("lab/pods.yml", true),
+            ("lab/ns.json", true),
+            ("lab/README.md", false),
+            ("lab/.pods.yaml.42.netwarden-tmp", false),
+            ("lab/.hidden.yaml", false),
+            ("lab/pods.yaml~", false),
+        ] {
+            assert_eq!(is_manifest(Path::new(path)), expected, "{path}");
+        }
+    }
+}
