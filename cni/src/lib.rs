@@ -1,6 +1,7 @@
 //! netwarden's attach component: the types and duties of the CNI side.
 pub mod ifname;
 pub mod network;
+pub mod protocol;
 pub mod status;
 
 pub use ifname::InterfaceName;
