@@ -1,7 +1,10 @@
 //! netwarden's attach component: the types and duties of the CNI side.
 pub mod ifname;
+pub mod ifnames;
 pub mod network;
 pub mod protocol;
+pub mod resolve;
+pub mod selection;
 pub mod status;
 
 pub use ifname::InterfaceName;
