@@ -1,4 +1,6 @@
 //! netwarden's attach component: the types and duties of the CNI side.
+pub mod delegate;
+pub mod exec;
 pub mod ifname;
 pub mod ifnames;
 pub mod network;
