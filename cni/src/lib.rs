@@ -7,6 +7,8 @@ pub mod ifnames;
 pub mod network;
 pub mod protocol;
 pub mod resolve;
+pub mod routes;
+pub mod sandbox;
 pub mod selection;
 pub mod status;
 
