@@ -5,6 +5,7 @@ pub mod exec;
 pub mod ifname;
 pub mod ifnames;
 pub mod network;
+pub mod plan;
 pub mod protocol;
 pub mod resolve;
 pub mod routes;
