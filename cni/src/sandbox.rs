@@ -55,11 +55,14 @@ pub enum SandboxError {
     Cache(#[from] CacheError),
     #[error("{sandbox}: already has cached attachments; DEL it before adding again")]
     AlreadyAdded { sandbox: String },
-    #[error("{sandbox}: ADD failed at {failure}{}", rollback_text(.rollback))]
+    #[error("{sandbox}: ADD failed at {failure}{}{}", rollback_text(.rollback), incomplete_text(.incomplete))]
     Add {
         sandbox: String,
         failure: AttachmentFailure,
+        /// DELs of completed attachments that failed: the cache is kept for them.
         rollback: Vec<AttachmentFailure>,
+        /// DEL of the attachment whose ADD failed, when that failed too.
+        incomplete: Vec<AttachmentFailure>,
     },
     #[error("{sandbox}: DEL failed for {} of {total} networks (the cache is kept so DEL can be retried): {}", .failures.len(), list(.failures))]
     Del {
@@ -85,6 +88,17 @@ fn rollback_text(rollback: &[AttachmentFailure]) -> String {
         format!(
             "; deleting what was added also failed (the cache is kept for DEL): {}",
             list(rollback)
+        )
+    }
+}
+
+fn incomplete_text(incomplete: &[AttachmentFailure]) -> String {
+    if incomplete.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (DEL of the failing network itself failed too: {})",
+            list(incomplete)
         )
     }
 }
@@ -176,7 +190,12 @@ pub fn add(
     Ok(record)
 }
 
-/// Deletes attachments `0..=failed` in reverse after `failure`.
+/// Deletes attachments `0..=failed` in reverse after `failure`. The failing attachment is
+/// deleted too (a chain may have run part way); when that DEL fails as well it is reported
+/// but does not keep the cache: a delegate that failed both ADD and DEL usually cannot load
+/// its configuration at all (a missing master or binary), and a cache entry for it would
+/// make every later DEL of the pod fail. Failed DELs of completed attachments keep the
+/// cache, so a later DEL retries them.
 fn roll_back(
     runner: &PluginRunner,
     cache: &Cache,
@@ -185,19 +204,23 @@ fn roll_back(
     failure: AttachmentFailure,
     sandbox: String,
 ) -> SandboxError {
-    let rollback: Vec<AttachmentFailure> = record.attachments[..=failed]
-        .iter()
-        .rev()
-        .filter_map(|a| a.del(runner, record, record.netns.clone()).err().map(|e| a.failure(e)))
-        .collect();
-    let cache_result = if rollback.is_empty() {
+    let mut leaked = Vec::new();
+    let mut incomplete = Vec::new();
+    for attachment in record.attachments[..=failed].iter().rev() {
+        if let Err(error) = attachment.del(runner, record, record.netns.clone()) {
+            match attachment.result {
+                Some(_) => leaked.push(attachment.failure(error)),
+                None => incomplete.push(attachment.failure(error)),
+            }
+        }
+    }
+    let cache_result = if leaked.is_empty() {
         cache.remove(&record.container_id)
     } else {
         cache.write(record)
     };
-    let mut rollback = rollback;
     if let Err(error) = cache_result {
-        rollback.push(AttachmentFailure {
+        leaked.push(AttachmentFailure {
             network: "cache".into(),
             ifname: String::new(),
             error: error.to_string(),
@@ -206,7 +229,8 @@ fn roll_back(
     SandboxError::Add {
         sandbox,
         failure,
-        rollback,
+        rollback: leaked,
+        incomplete,
     }
 }
 
