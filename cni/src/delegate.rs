@@ -12,7 +12,8 @@ use crate::{
 
 /// runtimeConfig keys a pod may request; each reaches only plugins declaring the capability,
 /// and a request no plugin declares fails the attachment (SPEC-NOTES section 1).
-const REQUIRED_CAPABILITIES: [&str; 5] = ["ips", "mac", "infinibandGUID", "portMappings", "bandwidth"];
+const REQUIRED_CAPABILITIES: [&str; 5] =
+    ["ips", "mac", "infinibandGUID", "portMappings", "bandwidth"];
 const DEVICE_ID: &str = "deviceID";
 
 /// What the pod asked of this attachment, in the delegate's vocabulary.
@@ -31,7 +32,12 @@ impl DelegateRequest {
         if !selection.ips.is_empty() {
             runtime_config.insert(
                 "ips".into(),
-                selection.ips.iter().map(|ip| Value::String(ip.to_string())).collect::<Vec<_>>().into(),
+                selection
+                    .ips
+                    .iter()
+                    .map(|ip| Value::String(ip.to_string()))
+                    .collect::<Vec<_>>()
+                    .into(),
             );
         }
         if let Some(mac) = &selection.mac {
@@ -41,7 +47,10 @@ impl DelegateRequest {
             runtime_config.insert("infinibandGUID".into(), guid.as_str().into());
         }
         if !selection.port_mappings.is_empty() {
-            runtime_config.insert("portMappings".into(), selection.port_mappings.clone().into());
+            runtime_config.insert(
+                "portMappings".into(),
+                selection.port_mappings.clone().into(),
+            );
         }
         if let Some(bandwidth) = &selection.bandwidth {
             runtime_config.insert("bandwidth".into(), bandwidth.clone());
@@ -148,17 +157,22 @@ impl Delegate {
     }
 
     /// ADD: every plugin in order, each seeing the previous one's result.
-    pub fn add(&self, runner: &PluginRunner, request: &Request) -> Result<CniResult, DelegateError> {
+    pub fn add(
+        &self,
+        runner: &PluginRunner,
+        request: &Request,
+    ) -> Result<CniResult, DelegateError> {
         let request = with_command(request, Command::Add);
         let mut prev: Option<Value> = None;
         for (index, plugin) in self.config.plugins.iter().enumerate() {
             let stdin = self.plugin_stdin(index, prev.as_ref());
             let out = runner.run(plugin.plugin_type(), &request, &to_bytes(&stdin))?;
-            let value: Value = serde_json::from_slice(&out).map_err(|e| DelegateError::BadResult {
-                plugin: plugin.plugin_type().into(),
-                command: Command::Add,
-                source: ResultError::NotJson(e.to_string()),
-            })?;
+            let value: Value =
+                serde_json::from_slice(&out).map_err(|e| DelegateError::BadResult {
+                    plugin: plugin.plugin_type().into(),
+                    command: Command::Add,
+                    source: ResultError::NotJson(e.to_string()),
+                })?;
             CniResult::from_value(value.clone()).map_err(|source| DelegateError::BadResult {
                 plugin: plugin.plugin_type().into(),
                 command: Command::Add,
@@ -188,7 +202,11 @@ impl Delegate {
             .filter_map(|index| {
                 let stdin = self.plugin_stdin(index, prev.as_ref());
                 runner
-                    .run(self.config.plugins[index].plugin_type(), &request, &to_bytes(&stdin))
+                    .run(
+                        self.config.plugins[index].plugin_type(),
+                        &request,
+                        &to_bytes(&stdin),
+                    )
                     .err()
                     .map(DelegateError::from)
             })
@@ -254,24 +272,33 @@ mod tests {
 
     #[test]
     fn runtime_config_only_for_declared_capabilities() {
-        let sel = selection(
-            r#"[{"name":"chain","ips":["10.1.1.5/24"],"mac":"c2:00:00:00:00:01"}]"#,
-        );
-        let delegate = Delegate::new(conf(CHAIN), DelegateRequest::from_selection(&sel, None)).unwrap();
+        let sel =
+            selection(r#"[{"name":"chain","ips":["10.1.1.5/24"],"mac":"c2:00:00:00:00:01"}]"#);
+        let delegate =
+            Delegate::new(conf(CHAIN), DelegateRequest::from_selection(&sel, None)).unwrap();
         let first = delegate.plugin_stdin(0, None);
-        assert_eq!(first["runtimeConfig"], serde_json::json!({"ips":["10.1.1.5/24"]}));
+        assert_eq!(
+            first["runtimeConfig"],
+            serde_json::json!({"ips":["10.1.1.5/24"]})
+        );
         assert_eq!(first["cniVersion"], "1.0.0");
         assert_eq!(first["name"], "chain");
         assert_eq!(first["master"], "eth0");
         let second = delegate.plugin_stdin(1, Some(&serde_json::json!({"cniVersion":"1.0.0"})));
-        assert_eq!(second["runtimeConfig"], serde_json::json!({"mac":"c2:00:00:00:00:01"}));
+        assert_eq!(
+            second["runtimeConfig"],
+            serde_json::json!({"mac":"c2:00:00:00:00:01"})
+        );
         assert_eq!(second["prevResult"]["cniVersion"], "1.0.0");
     }
 
     #[test]
     fn no_runtime_config_without_a_request() {
         let delegate = Delegate::new(conf(CHAIN), DelegateRequest::default()).unwrap();
-        assert!(delegate.plugin_stdin(0, None).get("runtimeConfig").is_none());
+        assert!(delegate
+            .plugin_stdin(0, None)
+            .get("runtimeConfig")
+            .is_none());
         assert!(delegate.plugin_stdin(0, None).get("prevResult").is_none());
     }
 
@@ -286,7 +313,9 @@ mod tests {
             r#"[{"name":"plain","infiniband-guid":"x"}]"#,
         ] {
             let request = DelegateRequest::from_selection(&selection(annotation), None);
-            let err = Delegate::new(plain.clone(), request).unwrap_err().to_string();
+            let err = Delegate::new(plain.clone(), request)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("\"plain\""), "{annotation}: {err}");
         }
     }
@@ -294,7 +323,8 @@ mod tests {
     #[test]
     fn cni_args_merge_into_args_cni_and_the_annotation_wins() {
         let sel = selection(r#"[{"name":"chain","cni-args":{"foo":"annotation","new":1}}]"#);
-        let delegate = Delegate::new(conf(CHAIN), DelegateRequest::from_selection(&sel, None)).unwrap();
+        let delegate =
+            Delegate::new(conf(CHAIN), DelegateRequest::from_selection(&sel, None)).unwrap();
         let tuning = delegate.plugin_stdin(1, None);
         assert_eq!(
             tuning["args"]["cni"],
@@ -309,14 +339,18 @@ mod tests {
             device_id: Some("0000:03:00.1".into()),
             ..Default::default()
         };
-        let sriov = conf(r#"{"cniVersion":"1.0.0","name":"s","plugins":[{"type":"sriov"},{"type":"tuning"}]}"#);
+        let sriov = conf(
+            r#"{"cniVersion":"1.0.0","name":"s","plugins":[{"type":"sriov"},{"type":"tuning"}]}"#,
+        );
         let delegate = Delegate::new(sriov, request.clone()).unwrap();
         assert_eq!(delegate.plugin_stdin(0, None)["deviceID"], "0000:03:00.1");
         assert!(delegate.plugin_stdin(1, None).get("deviceID").is_none());
         let declared = conf(
             r#"{"cniVersion":"1.0.0","name":"h","type":"host-device","capabilities":{"deviceID":true}}"#,
         );
-        let stdin = Delegate::new(declared, request).unwrap().plugin_stdin(0, None);
+        let stdin = Delegate::new(declared, request)
+            .unwrap()
+            .plugin_stdin(0, None);
         assert_eq!(stdin["runtimeConfig"]["deviceID"], "0000:03:00.1");
         assert!(stdin.get("deviceID").is_none());
     }

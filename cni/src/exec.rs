@@ -238,7 +238,9 @@ mod tests {
             .run("refuser", &request(), b"{}")
             .unwrap_err();
         match &err {
-            ExecError::Plugin { error, .. } => assert_eq!(error.code, ErrorCode::InvalidConfig as u32),
+            ExecError::Plugin { error, .. } => {
+                assert_eq!(error.code, ErrorCode::InvalidConfig as u32)
+            }
             other => panic!("unexpected {other}"),
         }
         assert!(err.to_string().contains("no master"), "{err}");
@@ -247,7 +249,11 @@ mod tests {
     #[test]
     fn garbage_output_names_plugin_status_and_stderr() {
         let dir = tempfile::tempdir().unwrap();
-        script(dir.path(), "crasher", "echo panic: oops >&2; echo garbage; exit 3");
+        script(
+            dir.path(),
+            "crasher",
+            "echo panic: oops >&2; echo garbage; exit 3",
+        );
         let err = runner(dir.path(), Duration::from_secs(5))
             .run("crasher", &request(), b"{}")
             .unwrap_err()
@@ -277,7 +283,10 @@ mod tests {
             .run("nosuch", &request(), b"{}")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("nosuch") && err.contains("/nonexistent"), "{err}");
+        assert!(
+            err.contains("nosuch") && err.contains("/nonexistent"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@ use std::{fmt, str::FromStr};
 
 /// A valid Linux interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no whitespace,
 /// no NUL, not `.` or `..` (the kernel's `dev_valid_name`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct InterfaceName(String);
 

@@ -44,7 +44,7 @@ pub enum PlanError {
     #[error("network {network}: {source}")]
     Delegate {
         network: String,
-        source: DelegateError,
+        source: Box<DelegateError>,
     },
 }
 
@@ -76,7 +76,11 @@ pub fn plan(
         ifname: cluster.ifname.clone(),
         is_default: true,
         default_route: Vec::new(),
-        delegate: delegate(cluster_config.name.clone(), cluster_config, DelegateRequest::default())?,
+        delegate: delegate(
+            cluster_config.name.clone(),
+            cluster_config,
+            DelegateRequest::default(),
+        )?,
         result: None,
     });
     for (selection, ifname) in selections.iter().zip(names) {
@@ -97,8 +101,15 @@ pub fn plan(
     Ok(attachments)
 }
 
-fn delegate(network: String, config: ConfList, request: DelegateRequest) -> Result<Delegate, PlanError> {
-    Delegate::new(config, request).map_err(|source| PlanError::Delegate { network, source })
+fn delegate(
+    network: String,
+    config: ConfList,
+    request: DelegateRequest,
+) -> Result<Delegate, PlanError> {
+    Delegate::new(config, request).map_err(|source| PlanError::Delegate {
+        network,
+        source: Box::new(source),
+    })
 }
 
 #[cfg(test)]
@@ -120,9 +131,13 @@ mod tests {
         })
     }
 
-    fn run(namespace: &str, annotations: &[(&str, &str)]) -> Result<Vec<AttachmentRecord>, PlanError> {
+    fn run(
+        namespace: &str,
+        annotations: &[(&str, &str)],
+    ) -> Result<Vec<AttachmentRecord>, PlanError> {
         let cluster = ClusterNetwork {
-            config: ConfList::parse(r#"{"cniVersion":"1.0.0","name":"cbr0","type":"ptp"}"#, None).unwrap(),
+            config: ConfList::parse(r#"{"cniVersion":"1.0.0","name":"cbr0","type":"ptp"}"#, None)
+                .unwrap(),
             ifname: "eth0".parse().unwrap(),
         };
         let isolation = Isolation::new(true, None);
@@ -135,7 +150,13 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        plan(namespace, &annotations, &cluster, &context, &mut DeviceAllocations::default())
+        plan(
+            namespace,
+            &annotations,
+            &cluster,
+            &context,
+            &mut DeviceAllocations::default(),
+        )
     }
 
     fn summary(attachments: &[AttachmentRecord]) -> Vec<String> {
@@ -147,7 +168,11 @@ mod tests {
 
     #[test]
     fn cluster_network_first_then_selections() {
-        let plan = run("development", &[(NETWORKS_ANNOTATION, "macvlan-conf,default/macvlan-conf")]).unwrap();
+        let plan = run(
+            "development",
+            &[(NETWORKS_ANNOTATION, "macvlan-conf,default/macvlan-conf")],
+        )
+        .unwrap();
         assert_eq!(
             summary(&plan),
             [
@@ -162,7 +187,11 @@ mod tests {
 
     #[test]
     fn default_network_replaces_the_cluster_network_without_isolation() {
-        let plan = run("development", &[(DEFAULT_NETWORK_ANNOTATION, "kube-system/calico")]).unwrap();
+        let plan = run(
+            "development",
+            &[(DEFAULT_NETWORK_ANNOTATION, "kube-system/calico")],
+        )
+        .unwrap();
         assert_eq!(summary(&plan), ["calico@eth0:calico"]);
     }
 
@@ -176,7 +205,9 @@ mod tests {
             (r#"[{"name":"macvlan-conf","ips":["10.0.0.1"]}]"#, "\"ips\""),
         ];
         for (annotation, expected) in cases {
-            let err = run("development", &[(NETWORKS_ANNOTATION, annotation)]).unwrap_err().to_string();
+            let err = run("development", &[(NETWORKS_ANNOTATION, annotation)])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{annotation}: {err}");
         }
     }

@@ -58,7 +58,10 @@ pub enum ResolveError {
         globals: String,
     },
     #[error("network {network}: resource {resource:?} has no device allocated to this pod (or all are in use by earlier attachments)")]
-    NoDevice { network: NetworkRef, resource: String },
+    NoDevice {
+        network: NetworkRef,
+        resource: String,
+    },
 }
 
 /// Turns a NAD into a runnable configuration. `config_dir` serves config-less NADs.
@@ -190,12 +193,14 @@ impl DeviceAllocations {
         let Some(resource) = &network.resource_name else {
             return Ok(None);
         };
-        let devices = self.0.get_mut(resource).filter(|d| !d.is_empty()).ok_or_else(|| {
-            ResolveError::NoDevice {
+        let devices = self
+            .0
+            .get_mut(resource)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| ResolveError::NoDevice {
                 network: network.network.clone(),
                 resource: resource.clone(),
-            }
-        })?;
+            })?;
         Ok(Some(devices.remove(0)))
     }
 }
@@ -224,7 +229,10 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.config.name, "macvlan-conf");
         let named = resolve(
-            &nad("default/x", r#"{"cniVersion":"1.0.0","name":"own","type":"bridge"}"#),
+            &nad(
+                "default/x",
+                r#"{"cniVersion":"1.0.0","name":"own","type":"bridge"}"#,
+            ),
             Path::new("/nonexistent"),
         )
         .unwrap();
@@ -239,33 +247,50 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("dev/broken") && err.contains("\"type\""), "{err}");
+        assert!(
+            err.contains("dev/broken") && err.contains("\"type\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn config_less_nad_is_found_by_name_conflist_first() {
         let dir = tempfile::tempdir().unwrap();
         let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
-        write("10-a.conf", r#"{"cniVersion":"1.0.0","name":"sriov-net","type":"from-conf"}"#);
+        write(
+            "10-a.conf",
+            r#"{"cniVersion":"1.0.0","name":"sriov-net","type":"from-conf"}"#,
+        );
         write(
             "20-b.conflist",
             r#"{"cniVersion":"1.0.0","name":"sriov-net","plugins":[{"type":"from-conflist"}]}"#,
         );
         write("30-c.json", "not json at all");
-        write("40-d.conf", r#"{"cniVersion":"1.0.0","name":"other","type":"x"}"#);
+        write(
+            "40-d.conf",
+            r#"{"cniVersion":"1.0.0","name":"other","type":"x"}"#,
+        );
         let resolved = resolve(&nad("dev/sriov-net", ""), dir.path()).unwrap();
         assert_eq!(resolved.config.plugins[0].plugin_type(), "from-conflist");
         let other = resolve(&nad("dev/other", " "), dir.path()).unwrap();
         assert_eq!(other.config.plugins[0].plugin_type(), "x");
-        let err = resolve(&nad("dev/missing", ""), dir.path()).unwrap_err().to_string();
-        assert!(err.contains("dev/missing") && err.contains("\"missing\""), "{err}");
+        let err = resolve(&nad("dev/missing", ""), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dev/missing") && err.contains("\"missing\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn isolation_allows_own_and_global_namespaces_only() {
         let isolation = Isolation::new(true, None);
         let target: NetworkRef = "privileged/macvlan-conf".parse().unwrap();
-        let err = isolation.check("development", &target).unwrap_err().to_string();
+        let err = isolation
+            .check("development", &target)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("\"development\"") && err.contains("\"privileged\""),
             "{err}"
@@ -276,7 +301,9 @@ mod tests {
         isolation
             .check("development", &"development/macvlan-conf".parse().unwrap())
             .unwrap();
-        Isolation::new(false, None).check("development", &target).unwrap();
+        Isolation::new(false, None)
+            .check("development", &target)
+            .unwrap();
     }
 
     #[test]
@@ -285,16 +312,16 @@ mod tests {
         isolation
             .check("dev", &"privileged/x".parse().unwrap())
             .unwrap();
-        assert!(isolation.check("dev", &"default/x".parse().unwrap()).is_err());
+        assert!(isolation
+            .check("dev", &"default/x".parse().unwrap())
+            .is_err());
     }
 
     #[test]
     fn resource_name_gives_the_next_allocated_device() {
         let mut spec = nad("dev/sriov", r#"{"cniVersion":"1.0.0","type":"sriov"}"#);
-        spec.annotations.insert(
-            RESOURCE_NAME_ANNOTATION.into(),
-            "intel.com/sriov".into(),
-        );
+        spec.annotations
+            .insert(RESOURCE_NAME_ANNOTATION.into(), "intel.com/sriov".into());
         let resolved = resolve(&spec, Path::new("/nonexistent")).unwrap();
         let mut devices = DeviceAllocations::new(BTreeMap::from([(
             "intel.com/sriov".to_owned(),
@@ -305,7 +332,10 @@ mod tests {
             Some("0000:03:00.1")
         );
         assert_eq!(
-            devices.take(&resolved, Some("explicit")).unwrap().as_deref(),
+            devices
+                .take(&resolved, Some("explicit"))
+                .unwrap()
+                .as_deref(),
             Some("explicit")
         );
         assert_eq!(

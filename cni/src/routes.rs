@@ -187,7 +187,13 @@ mod tests {
             .unwrap()
             .routes
             .iter()
-            .map(|r| format!("{}>{}", r.dst, r.gw.map(|g| g.to_string()).unwrap_or_default()))
+            .map(|r| {
+                format!(
+                    "{}>{}",
+                    r.dst,
+                    r.gw.map(|g| g.to_string()).unwrap_or_default()
+                )
+            })
             .collect()
     }
 
@@ -213,9 +219,18 @@ mod tests {
         assert_eq!(
             changes,
             [
-                RouteChange::DeleteDefault { ifname: eth0, ipv6: false },
-                RouteChange::DeleteDefault { ifname: net1.clone(), ipv6: false },
-                RouteChange::AddDefault { ifname: net1, gateway: "192.168.1.1".parse().unwrap() },
+                RouteChange::DeleteDefault {
+                    ifname: eth0,
+                    ipv6: false
+                },
+                RouteChange::DeleteDefault {
+                    ifname: net1.clone(),
+                    ipv6: false
+                },
+                RouteChange::AddDefault {
+                    ifname: net1,
+                    gateway: "192.168.1.1".parse().unwrap()
+                },
             ]
         );
     }

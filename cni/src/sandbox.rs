@@ -37,7 +37,11 @@ pub struct AttachmentFailure {
 
 impl fmt::Display for AttachmentFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "network {} ({}): {}", self.network, self.ifname, self.error)
+        write!(
+            f,
+            "network {} ({}): {}",
+            self.network, self.ifname, self.error
+        )
     }
 }
 
@@ -58,7 +62,7 @@ pub enum SandboxError {
     #[error("{sandbox}: ADD failed at {failure}{}{}", rollback_text(.rollback), incomplete_text(.incomplete))]
     Add {
         sandbox: String,
-        failure: AttachmentFailure,
+        failure: Box<AttachmentFailure>,
         /// DELs of completed attachments that failed: the cache is kept for them.
         rollback: Vec<AttachmentFailure>,
         /// DEL of the attachment whose ADD failed, when that failed too.
@@ -106,7 +110,10 @@ fn incomplete_text(incomplete: &[AttachmentFailure]) -> String {
 /// "pod ns/name (container id)" when CNI_ARGS names the pod, else "container id".
 fn describe(container_id: &ContainerId, args: &CniArgs) -> String {
     match args.pod() {
-        Some(pod) => format!("pod {}/{} (container {container_id})", pod.namespace, pod.name),
+        Some(pod) => format!(
+            "pod {}/{} (container {container_id})",
+            pod.namespace, pod.name
+        ),
         None => format!("container {container_id}"),
     }
 }
@@ -131,9 +138,17 @@ impl AttachmentRecord {
         }
     }
 
-    fn del(&self, runner: &PluginRunner, record: &SandboxRecord, netns: Option<PathBuf>) -> Result<(), DelegateError> {
-        self.delegate
-            .del(runner, &self.request(record, Command::Del, netns), self.result.as_ref())
+    fn del(
+        &self,
+        runner: &PluginRunner,
+        record: &SandboxRecord,
+        netns: Option<PathBuf>,
+    ) -> Result<(), DelegateError> {
+        self.delegate.del(
+            runner,
+            &self.request(record, Command::Del, netns),
+            self.result.as_ref(),
+        )
     }
 }
 
@@ -177,7 +192,9 @@ pub fn add(
     }
     let changes = routes::plan(&mut record.attachments);
     let applied: Result<(), RouteError> = routes::apply(&spec.netns, &changes);
-    let written = applied.map_err(|e| e.to_string()).and_then(|()| cache.write(&record).map_err(|e| e.to_string()));
+    let written = applied
+        .map_err(|e| e.to_string())
+        .and_then(|()| cache.write(&record).map_err(|e| e.to_string()));
     if let Err(error) = written {
         let last = record.attachments.len() - 1;
         let failure = AttachmentFailure {
@@ -228,7 +245,7 @@ fn roll_back(
     }
     SandboxError::Add {
         sandbox,
-        failure,
+        failure: Box::new(failure),
         rollback: leaked,
         incomplete,
     }
@@ -250,7 +267,11 @@ pub fn del(
         .attachments
         .iter()
         .rev()
-        .filter_map(|a| a.del(runner, &record, netns.clone()).err().map(|e| a.failure(e)))
+        .filter_map(|a| {
+            a.del(runner, &record, netns.clone())
+                .err()
+                .map(|e| a.failure(e))
+        })
         .collect();
     if failures.is_empty() {
         cache.remove(container_id)?;
@@ -283,7 +304,10 @@ pub fn check(
                 return Some(a.failure("its ADD never completed"));
             };
             let request = a.request(&record, Command::Check, Some(netns.clone()));
-            a.delegate.check(runner, &request, result).err().map(|e| a.failure(e))
+            a.delegate
+                .check(runner, &request, result)
+                .err()
+                .map(|e| a.failure(e))
         })
         .collect();
     if failures.is_empty() {
@@ -302,7 +326,15 @@ pub fn delete_from_cache(
     cache_dir: &Path,
     bin_dirs: &[PathBuf],
 ) -> Result<(), SandboxError> {
-    let container_id = request.container_id.as_ref().ok_or(SandboxError::NoContainerId)?;
+    let container_id = request
+        .container_id
+        .as_ref()
+        .ok_or(SandboxError::NoContainerId)?;
     let runner = PluginRunner::new(bin_dirs.to_vec(), PLUGIN_TIMEOUT);
-    del(&runner, &Cache::new(cache_dir), container_id, request.netns.clone())
+    del(
+        &runner,
+        &Cache::new(cache_dir),
+        container_id,
+        request.netns.clone(),
+    )
 }

@@ -67,7 +67,10 @@ pub enum ItemProblem {
     #[error("more than one '@'")]
     TooManyAts,
     #[error("field {field:?}: {problem}")]
-    Field { field: &'static str, problem: String },
+    Field {
+        field: &'static str,
+        problem: String,
+    },
     #[error("not a JSON object")]
     NotAnObject,
 }
@@ -192,7 +195,10 @@ pub fn parse_networks(
 }
 
 /// Parses `v1.multus-cni.io/default-network`: `[namespace/]name`.
-pub fn parse_default_network(value: &str, pod_namespace: &str) -> Result<NetworkRef, SelectionError> {
+pub fn parse_default_network(
+    value: &str,
+    pod_namespace: &str,
+) -> Result<NetworkRef, SelectionError> {
     NetworkRef::parse(value, pod_namespace).map_err(|e| SelectionError::DefaultNetwork {
         value: value.to_owned(),
         problem: e.into(),
@@ -214,7 +220,10 @@ fn parse_short_item(item: &str, pod_namespace: &str) -> Result<NetworkSelection,
     Ok(selection)
 }
 
-fn parse_json_form(value: &str, pod_namespace: &str) -> Result<Vec<NetworkSelection>, SelectionError> {
+fn parse_json_form(
+    value: &str,
+    pod_namespace: &str,
+) -> Result<Vec<NetworkSelection>, SelectionError> {
     let items: Vec<Value> =
         serde_json::from_str(value).map_err(|e| SelectionError::NotAList(e.to_string()))?;
     items
@@ -282,10 +291,20 @@ fn parse_json_item(item: &Value, pod_namespace: &str) -> Result<NetworkSelection
     selection.interface = string("interface")?.map(str::parse).transpose()?;
     selection.ips = parsed_list("ips")?
         .iter()
-        .map(|ip| ip.parse().map_err(|problem| ItemProblem::Field { field: "ips", problem }))
+        .map(|ip| {
+            ip.parse().map_err(|problem| ItemProblem::Field {
+                field: "ips",
+                problem,
+            })
+        })
         .collect::<Result<_, _>>()?;
     selection.mac = string("mac")?
-        .map(|mac| mac.parse().map_err(|problem| ItemProblem::Field { field: "mac", problem }))
+        .map(|mac| {
+            mac.parse().map_err(|problem| ItemProblem::Field {
+                field: "mac",
+                problem,
+            })
+        })
         .transpose()?;
     selection.infiniband_guid = string("infiniband-guid")?.map(str::to_owned);
     selection.cni_args = match object.get("cni-args") {
@@ -333,8 +352,7 @@ mod tests {
 
     #[test]
     fn short_form_items_with_namespaces_and_interfaces() {
-        let parsed =
-            parse_networks(" macvlan-conf , other/br@data0,macvlan-conf", "dev").unwrap();
+        let parsed = parse_networks(" macvlan-conf , other/br@data0,macvlan-conf", "dev").unwrap();
         assert_eq!(
             refs(&parsed),
             ["dev/macvlan-conf", "other/br", "dev/macvlan-conf"]
@@ -380,7 +398,11 @@ mod tests {
         let first = &parsed[0];
         assert_eq!(first.interface.as_ref().unwrap().as_str(), "data1");
         assert_eq!(
-            first.ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            first
+                .ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
             ["10.1.1.5/24", "fd00::5"]
         );
         assert_eq!(first.mac.as_ref().unwrap().as_str(), "c2:00:00:00:00:01");
@@ -390,18 +412,29 @@ mod tests {
         assert_eq!(first.default_route, ["10.1.1.1".parse::<IpAddr>().unwrap()]);
         assert_eq!(first.ipam_claim_reference.as_deref(), Some("claim-1"));
         assert_eq!(first.device_id.as_deref(), Some("0000:03:00.1"));
-        assert_eq!(first.infiniband_guid.as_deref(), Some("c2:00:00:00:00:00:00:01"));
+        assert_eq!(
+            first.infiniband_guid.as_deref(),
+            Some("c2:00:00:00:00:00:00:01")
+        );
     }
 
     #[test]
     fn json_form_errors_name_the_item_and_field() {
         let cases = [
-            (r#"[{"name":"a"},{"interface":"x"}]"#, 2, "\"name\": missing"),
+            (
+                r#"[{"name":"a"},{"interface":"x"}]"#,
+                2,
+                "\"name\": missing",
+            ),
             (r#"[{"name":"a","ips":["nope"]}]"#, 1, "\"ips\""),
             (r#"[{"name":"a","ips":"10.0.0.1"}]"#, 1, "not a list"),
             (r#"[{"name":"a","mac":"zz"}]"#, 1, "\"mac\""),
             (r#"[{"name":"a","cni-args":[1]}]"#, 1, "\"cni-args\""),
-            (r#"[{"name":"a","default-route":["x"]}]"#, 1, "\"default-route\""),
+            (
+                r#"[{"name":"a","default-route":["x"]}]"#,
+                1,
+                "\"default-route\"",
+            ),
             (r#"[{"name":"a","interface":"a b"}]"#, 1, "interface"),
             (r#"[{"name":"A"}]"#, 1, "\"A\""),
             (r#"[{"name":"a","namespace":"B_"}]"#, 1, "namespace"),
@@ -432,7 +465,9 @@ mod tests {
             parse_default_network("calico", "dev").unwrap().to_string(),
             "dev/calico"
         );
-        let err = parse_default_network("a/b/c", "dev").unwrap_err().to_string();
+        let err = parse_default_network("a/b/c", "dev")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(DEFAULT_NETWORK_ANNOTATION), "{err}");
     }
 }

@@ -60,7 +60,9 @@ impl Lab {
         let node = NetNamespace::create(&format!("{prefix}-n"))?;
         // The kernel here has no dummy driver; a veth pair kept inside the node serves as
         // the uplink whose `eth0` end is the macvlan master.
-        node.exec(&["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink0"])?;
+        node.exec(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink0",
+        ])?;
         node.exec(&["ip", "link", "set", "eth0", "up"])?;
         node.exec(&["ip", "link", "set", "uplink0", "up"])?;
         let pod = NetNamespace::create(&format!("{prefix}-p"))?;
@@ -104,7 +106,8 @@ impl Lab {
             "cniVersion": "1.0.0",
             "name": "cluster-net",
             "type": "ptp",
-            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": self.data_dir()}
+            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": self.data_dir(),
+                     "routes": [{"dst": "0.0.0.0/0"}]}
         });
         ClusterNetwork {
             config: ConfList::parse(&config.to_string(), None).expect("cluster config"),
@@ -168,7 +171,10 @@ impl Lab {
 
     /// `ip -j addr show` of `ifname` in the pod, or None when it does not exist.
     fn pod_link(&self, ifname: &str) -> Option<Value> {
-        let out = self.pod.exec(&["ip", "-j", "addr", "show", "dev", ifname]).ok()?;
+        let out = self
+            .pod
+            .exec(&["ip", "-j", "addr", "show", "dev", ifname])
+            .ok()?;
         let links: Value = serde_json::from_slice(&out.stdout).ok()?;
         links.get(0).cloned()
     }
@@ -201,7 +207,8 @@ fn in_seed_range(ip: Ipv4Addr) -> bool {
 }
 
 #[test]
-fn seed_macvlan_nad_gives_eth0_and_net1_in_range_and_del_releases_everything() -> anyhow::Result<()> {
+fn seed_macvlan_nad_gives_eth0_and_net1_in_range_and_del_releases_everything() -> anyhow::Result<()>
+{
     let mut lab = Lab::new("cni-seed")?;
     lab.add_nad("default/macvlan-conf", macvlan_conf(&lab.data_dir()));
 
@@ -210,7 +217,11 @@ fn seed_macvlan_nad_gives_eth0_and_net1_in_range_and_del_releases_everything() -
     let net1 = lab.pod_ipv4("net1");
     assert_eq!(net1.len(), 1, "net1 addresses: {net1:?}");
     assert!(in_seed_range(net1[0]), "{} is outside .200-.216", net1[0]);
-    assert_eq!(lab.pod_ipv4("eth0").len(), 1, "cluster network eth0 missing");
+    assert_eq!(
+        lab.pod_ipv4("eth0").len(),
+        1,
+        "cluster network eth0 missing"
+    );
     assert_eq!(lab.allocations("macvlan-conf"), [IpAddr::V4(net1[0])]);
 
     let status = serde_json::to_value(build_network_status(&record.attachments))?;
@@ -224,14 +235,26 @@ fn seed_macvlan_nad_gives_eth0_and_net1_in_range_and_del_releases_everything() -
             {"name": "default/macvlan-conf", "interface": "net1", "ips": [net1[0].to_string()], "mac": mac, "dns": {}}
         ])
     );
-    assert!(lab.cache().read(&lab.container_id)?.is_some(), "no cache after ADD");
+    assert!(
+        lab.cache().read(&lab.container_id)?.is_some(),
+        "no cache after ADD"
+    );
 
     lab.delete_from_cache()?;
     assert!(lab.pod_link("net1").is_none(), "net1 survived DEL");
     assert!(lab.pod_link("eth0").is_none(), "eth0 survived DEL");
-    assert!(lab.allocations("macvlan-conf").is_empty(), "host-local leaked");
-    assert!(lab.allocations("cluster-net").is_empty(), "host-local leaked");
-    assert!(lab.cache().read(&lab.container_id)?.is_none(), "cache kept after a clean DEL");
+    assert!(
+        lab.allocations("macvlan-conf").is_empty(),
+        "host-local leaked"
+    );
+    assert!(
+        lab.allocations("cluster-net").is_empty(),
+        "host-local leaked"
+    );
+    assert!(
+        lab.cache().read(&lab.container_id)?.is_none(),
+        "cache kept after a clean DEL"
+    );
     Ok(())
 }
 
@@ -253,12 +276,25 @@ fn the_same_network_twice_gives_net1_and_net2() -> anyhow::Result<()> {
 #[test]
 fn namespace_isolation_refuses_other_namespaces_before_anything_runs() -> anyhow::Result<()> {
     let mut lab = Lab::new("cni-iso")?;
-    for reference in ["privileged/macvlan-conf", "default/macvlan-conf", "development/macvlan-conf"] {
+    for reference in [
+        "privileged/macvlan-conf",
+        "default/macvlan-conf",
+        "development/macvlan-conf",
+    ] {
         lab.add_nad(reference, macvlan_conf(&lab.data_dir()));
     }
-    let err = lab.add("development", "privileged/macvlan-conf").unwrap_err().to_string();
-    assert!(err.contains("\"development\"") && err.contains("\"privileged\""), "{err}");
-    assert!(lab.pod_link("eth0").is_none(), "the cluster network ran despite the refusal");
+    let err = lab
+        .add("development", "privileged/macvlan-conf")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"development\"") && err.contains("\"privileged\""),
+        "{err}"
+    );
+    assert!(
+        lab.pod_link("eth0").is_none(),
+        "the cluster network ran despite the refusal"
+    );
     assert!(lab.cache().read(&lab.container_id)?.is_none());
 
     lab.add("development", "default/macvlan-conf,macvlan-conf")?;
@@ -284,7 +320,10 @@ fn bridge_and_ptp_networks_with_requested_interface_names() -> anyhow::Result<()
     lab.add("default", "br-net@data0,ptp-net")?;
     assert_eq!(lab.pod_ipv4("data0")[0].octets()[..3], [10, 20, 0]);
     assert_eq!(lab.pod_ipv4("net2")[0].octets()[..3], [10, 30, 0]);
-    assert!(lab.node.exec(&["ip", "link", "show", "nwbr0"]).is_ok(), "bridge not on the node");
+    assert!(
+        lab.node.exec(&["ip", "link", "show", "nwbr0"]).is_ok(),
+        "bridge not on the node"
+    );
 
     let runner = Lab::runner();
     let cache = lab.cache();
@@ -316,8 +355,14 @@ fn json_annotation_with_ips_mac_and_cni_args_through_a_tuning_chain() -> anyhow:
     )?;
     let link = lab.pod_link("fast0").expect("fast0 exists");
     assert_eq!(lab.pod_ipv4("fast0"), [Ipv4Addr::new(10, 40, 0, 5)]);
-    assert_eq!(link["address"], "c2:11:22:33:44:55", "mac request not applied");
-    assert_eq!(link["mtu"], 1400, "cni-args did not reach tuning's args.cni");
+    assert_eq!(
+        link["address"], "c2:11:22:33:44:55",
+        "mac request not applied"
+    );
+    assert_eq!(
+        link["mtu"], 1400,
+        "cni-args did not reach tuning's args.cni"
+    );
     let status = build_network_status(&record.attachments);
     assert_eq!(status[1].ips, [IpAddr::from([10, 40, 0, 5])]);
     assert_eq!(status[1].mac.as_deref(), Some("c2:11:22:33:44:55"));
@@ -333,14 +378,70 @@ fn json_annotation_with_ips_mac_and_cni_args_through_a_tuning_chain() -> anyhow:
 }
 
 #[test]
+fn default_route_request_moves_the_default_route_to_its_network() -> anyhow::Result<()> {
+    let mut lab = Lab::new("cni-gw")?;
+    let mut conf = macvlan_conf(&lab.data_dir());
+    conf["ipam"]["routes"] = json!([]);
+    lab.add_nad("default/macvlan-conf", conf);
+    let default_routes = |lab: &Lab| -> anyhow::Result<Vec<(String, String)>> {
+        let out = lab
+            .pod
+            .exec(&["ip", "-4", "-j", "route", "show", "default"])?;
+        let routes: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+        Ok(routes
+            .iter()
+            .map(|r| {
+                (
+                    r["dev"].as_str().unwrap_or("").to_owned(),
+                    r["gateway"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
+    };
+
+    lab.add("default", "macvlan-conf")?;
+    let before = default_routes(&lab)?;
+    assert!(
+        before.len() == 1 && before[0].0 == "eth0",
+        "without a request the cluster network has the default route: {before:?}"
+    );
+    lab.delete_from_cache()?;
+
+    let record = lab.add(
+        "default",
+        r#"[{"name": "macvlan-conf", "default-route": ["192.168.1.1"]}]"#,
+    )?;
+    assert_eq!(
+        default_routes(&lab)?,
+        [("net1".to_owned(), "192.168.1.1".to_owned())]
+    );
+    let eth0 = record.attachments[0].result.as_ref().expect("eth0 result");
+    assert!(
+        eth0.routes.iter().all(|r| r.dst.prefix_len() != 0),
+        "{:?}",
+        eth0.routes
+    );
+    let status = build_network_status(&record.attachments);
+    assert_eq!(status[1].gateway, [IpAddr::from([192, 168, 1, 1])]);
+    lab.delete_from_cache()?;
+    Ok(())
+}
+
+#[test]
 fn requesting_ips_from_a_delegate_without_the_capability_fails() -> anyhow::Result<()> {
     let mut lab = Lab::new("cni-nocap")?;
     lab.add_nad("default/macvlan-conf", macvlan_conf(&lab.data_dir()));
     let err = lab
-        .add("default", r#"[{"name": "macvlan-conf", "ips": ["192.168.1.210/24"]}]"#)
+        .add(
+            "default",
+            r#"[{"name": "macvlan-conf", "ips": ["192.168.1.210/24"]}]"#,
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("\"ips\"") && err.contains("default/macvlan-conf"), "{err}");
+    assert!(
+        err.contains("\"ips\"") && err.contains("default/macvlan-conf"),
+        "{err}"
+    );
     assert!(lab.pod_link("eth0").is_none());
     Ok(())
 }
@@ -353,7 +454,10 @@ fn a_failure_midway_rolls_back_interfaces_and_allocations() -> anyhow::Result<()
     broken["master"] = "nosuchdev0".into();
     lab.add_nad("default/broken", broken);
 
-    let err = lab.add("default", "macvlan-conf,broken").unwrap_err().to_string();
+    let err = lab
+        .add("default", "macvlan-conf,broken")
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("default/broken") && err.contains("net2") && err.contains("macvlan"),
         "{err}"
@@ -362,8 +466,14 @@ fn a_failure_midway_rolls_back_interfaces_and_allocations() -> anyhow::Result<()
     for ifname in ["eth0", "net1", "net2"] {
         assert!(lab.pod_link(ifname).is_none(), "{ifname} left behind");
     }
-    assert!(lab.allocations("macvlan-conf").is_empty(), "host-local leaked");
-    assert!(lab.allocations("cluster-net").is_empty(), "host-local leaked");
+    assert!(
+        lab.allocations("macvlan-conf").is_empty(),
+        "host-local leaked"
+    );
+    assert!(
+        lab.allocations("cluster-net").is_empty(),
+        "host-local leaked"
+    );
     assert!(lab.cache().read(&lab.container_id)?.is_none());
     Ok(())
 }
@@ -377,7 +487,10 @@ fn del_from_the_cache_after_the_nad_is_deleted_releases_the_address() -> anyhow:
 
     lab.nads.clear();
     lab.delete_from_cache()?;
-    assert!(lab.allocations("macvlan-conf").is_empty(), "host-local leaked");
+    assert!(
+        lab.allocations("macvlan-conf").is_empty(),
+        "host-local leaked"
+    );
     assert!(lab.pod_link("net1").is_none());
     // A second DEL (runtimes retry) finds nothing to do.
     lab.delete_from_cache()?;
@@ -394,7 +507,10 @@ fn a_corrupt_cache_fails_del_instead_of_pretending() -> anyhow::Result<()> {
     std::fs::write(&path, &good[..good.len() / 2])?;
 
     let err = lab.delete_from_cache().unwrap_err().to_string();
-    assert!(err.contains("corrupt") && err.contains(&lab.container_id.to_string()), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains(&lab.container_id.to_string()),
+        "{err}"
+    );
     assert_eq!(lab.allocations("macvlan-conf").len(), 1);
 
     std::fs::write(&path, good)?;

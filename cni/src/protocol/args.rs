@@ -44,7 +44,10 @@ impl CniArgs {
             ("IgnoreUnknown", "true"),
             ("K8S_POD_NAMESPACE", pod.namespace.as_str()),
             ("K8S_POD_NAME", pod.name.as_str()),
-            ("K8S_POD_INFRA_CONTAINER_ID", pod.infra_container_id.as_str()),
+            (
+                "K8S_POD_INFRA_CONTAINER_ID",
+                pod.infra_container_id.as_str(),
+            ),
             ("K8S_POD_UID", pod.uid.as_str()),
         ];
         for (_, value) in pairs {

@@ -216,8 +216,7 @@ mod tests {
         assert_eq!(types, ["bridge", "tuning"]);
         assert!(list.plugins[1].has_capability("mac"));
         assert!(!list.plugins[0].has_capability("mac"));
-        let back: ConfList =
-            serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();
+        let back: ConfList = serde_json::from_str(&serde_json::to_string(&list).unwrap()).unwrap();
         assert_eq!(back, list);
     }
 
@@ -228,12 +227,27 @@ mod tests {
             ("{", "not valid JSON"),
             (r#"{"type":"x","name":"n"}"#, "\"cniVersion\" is missing"),
             (r#"{"cniVersion":"9.9.9","type":"x"}"#, "9.9.9"),
-            (r#"{"cniVersion":"1.0.0","type":"x"}"#, "\"name\" is missing"),
-            (r#"{"cniVersion":"1.0.0","name":"n"}"#, "\"type\" is missing"),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"../sh"}"#, "plugin file name"),
+            (
+                r#"{"cniVersion":"1.0.0","type":"x"}"#,
+                "\"name\" is missing",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n"}"#,
+                "\"type\" is missing",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"../sh"}"#,
+                "plugin file name",
+            ),
             (r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, "empty"),
-            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},3]}"#, "plugins[1]"),
-            (r#"{"cniVersion":"1.0.0","name":"n","type":"a","capabilities":[]}"#, "capabilities"),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a"},3]}"#,
+                "plugins[1]",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","type":"a","capabilities":[]}"#,
+                "capabilities",
+            ),
         ];
         for (text, expected) in cases {
             let err = ConfList::parse(text, None).unwrap_err().to_string();

@@ -77,8 +77,8 @@ mod tests {
 
     #[test]
     fn renders_and_reads_the_spec_shape() {
-        let error = CniError::new(Version::V1_0_0, ErrorCode::InvalidConfig, "bad")
-            .with_details("field x");
+        let error =
+            CniError::new(Version::V1_0_0, ErrorCode::InvalidConfig, "bad").with_details("field x");
         assert_eq!(
             error.to_json(),
             r#"{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"field x"}"#

@@ -202,8 +202,8 @@ mod tests {
             CniResult::parse(br#"{"cniVersion":"0.2.0","ip4":{}}"#),
             Err(ResultError::Version(_))
         ));
-        let err = CniResult::parse(br#"{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}"#)
-            .unwrap_err();
+        let err =
+            CniResult::parse(br#"{"cniVersion":"1.0.0","ips":[{"address":"nope"}]}"#).unwrap_err();
         assert!(matches!(err, ResultError::Shape { .. }), "{err}");
     }
 

@@ -15,7 +15,9 @@ pub enum Version {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("CNI version {0:?} is not supported (netwarden speaks 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0)")]
+#[error(
+    "CNI version {0:?} is not supported (netwarden speaks 0.3.0, 0.3.1, 0.4.0, 1.0.0 and 1.1.0)"
+)]
 pub struct VersionError(pub String);
 
 impl Version {
