@@ -119,16 +119,30 @@ impl PluginRunner {
             });
             // stdout reaches EOF when the plugin exits (or closes it): that is the signal
             // to reap it. The child is still ours, so killing it on timeout is race-free.
-            let stdout = finished.recv_timeout(self.timeout);
-            if stdout.is_err() {
+            let deadline = std::time::Instant::now() + self.timeout;
+            let mut stdout = finished.recv_timeout(self.timeout).ok();
+            // A plugin may close stdout and linger: it still has until the deadline to exit.
+            let mut status = child.try_wait();
+            while stdout.is_some() && matches!(status, Ok(None)) {
+                if std::time::Instant::now() >= deadline {
+                    stdout = None;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                status = child.try_wait();
+            }
+            if stdout.is_none() {
                 let _ = child.kill();
             }
-            let status = child.wait();
+            let status = match status {
+                Ok(Some(status)) => Ok(status),
+                _ => child.wait(),
+            };
             drop(done);
             (stdout, status, stderr.join().unwrap_or_default())
         });
         let (stdout, status, stderr) = output;
-        let Ok(stdout) = stdout else {
+        let Some(stdout) = stdout else {
             return Err(ExecError::Timeout {
                 plugin: plugin.to_owned(),
                 command: request.command,
@@ -274,6 +288,16 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_plugin_that_closes_stdout_and_lingers_is_killed_too() {
+        let dir = tempfile::tempdir().unwrap();
+        script(dir.path(), "lingerer", "exec >&- 2>&-; exec sleep 30");
+        let err = runner(dir.path(), Duration::from_millis(200))
+            .run("lingerer", &request(), b"{}")
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
     }
 
     #[test]

@@ -338,3 +338,186 @@ pub fn delete_from_cache(
         request.netns.clone(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The ordering guarantees, proven with small shell plugins that look at the cache
+    //! while they run; the reference plugins are driven in tests/tests/cni_delegates.rs.
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::{
+        delegate::{Delegate, DelegateRequest},
+        protocol::ConfList,
+    };
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        cache: Cache,
+        runner: PluginRunner,
+        spec: SandboxSpec,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let cache = Cache::new(dir.path().join("cache"));
+            let spec = SandboxSpec {
+                container_id: "c1".parse().unwrap(),
+                netns: "/run/netns/unused".into(),
+                args: CniArgs::parse(
+                    "K8S_POD_NAMESPACE=dev;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=c1",
+                )
+                .unwrap(),
+                cni_path: vec![dir.path().to_owned()],
+            };
+            let cache_file = cache.path(&spec.container_id);
+            let root = dir.path().display().to_string();
+            // ADD: snapshot the cache as the plugin sees it, answer with an address.
+            // DEL: log the interface; fail while `<dir>/fail-<ifname>` exists.
+            let body = format!(
+                r#"cat >/dev/null
+if [ "$CNI_COMMAND" = ADD ]; then
+  cp {cache} {root}/seen-$CNI_IFNAME.json || exit 9
+  echo '{{"cniVersion":"1.0.0","ips":[{{"address":"10.0.0.1/24"}}]}}'
+else
+  echo $CNI_IFNAME >> {root}/dels.log
+  if [ -e {root}/fail-$CNI_IFNAME ]; then echo '{{"cniVersion":"1.0.0","code":11,"msg":"busy"}}'; exit 1; fi
+fi"#,
+                cache = cache_file.display(),
+            );
+            let plugin = dir.path().join("recorder");
+            std::fs::write(&plugin, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let runner = PluginRunner::new(vec![dir.path().to_owned()], Duration::from_secs(10));
+            Self {
+                dir,
+                cache,
+                runner,
+                spec,
+            }
+        }
+
+        fn attachments(&self, ifnames: &[&str]) -> Vec<AttachmentRecord> {
+            ifnames
+                .iter()
+                .map(|ifname| AttachmentRecord {
+                    network: format!("dev/{ifname}"),
+                    ifname: ifname.parse().unwrap(),
+                    is_default: false,
+                    default_route: vec![],
+                    delegate: Delegate::new(
+                        ConfList::parse(r#"{"cniVersion":"1.0.0","type":"recorder"}"#, Some("n"))
+                            .unwrap(),
+                        DelegateRequest::default(),
+                    )
+                    .unwrap(),
+                    result: None,
+                })
+                .collect()
+        }
+
+        fn seen(&self, ifname: &str) -> SandboxRecord {
+            let text = std::fs::read(self.dir.path().join(format!("seen-{ifname}.json"))).unwrap();
+            serde_json::from_slice(&text).unwrap()
+        }
+
+        fn dels(&self) -> String {
+            std::fs::read_to_string(self.dir.path().join("dels.log")).unwrap_or_default()
+        }
+    }
+
+    #[test]
+    fn the_cache_is_written_before_the_first_delegate_and_after_each() {
+        let f = Fixture::new();
+        let record = add(
+            &f.runner,
+            &f.cache,
+            &f.spec,
+            f.attachments(&["net1", "net2"]),
+        )
+        .unwrap();
+        let first = f.seen("net1");
+        assert_eq!(first.attachments.len(), 2);
+        assert!(first.attachments.iter().all(|a| a.result.is_none()));
+        let second = f.seen("net2");
+        assert!(second.attachments[0].result.is_some() && second.attachments[1].result.is_none());
+        assert_eq!(f.cache.read(&f.spec.container_id).unwrap(), Some(record));
+
+        let err = add(&f.runner, &f.cache, &f.spec, f.attachments(&["net1"])).unwrap_err();
+        assert!(matches!(err, SandboxError::AlreadyAdded { .. }), "{err}");
+    }
+
+    #[test]
+    fn del_goes_on_past_failures_reports_them_and_keeps_the_cache() {
+        let f = Fixture::new();
+        add(
+            &f.runner,
+            &f.cache,
+            &f.spec,
+            f.attachments(&["net1", "net2", "net3"]),
+        )
+        .unwrap();
+        std::fs::write(f.dir.path().join("fail-net2"), "").unwrap();
+        std::fs::write(f.dir.path().join("fail-net3"), "").unwrap();
+
+        let err = del(&f.runner, &f.cache, &f.spec.container_id, None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            f.dels(),
+            "net3\nnet2\nnet1\n",
+            "not every delegate was tried, in reverse"
+        );
+        assert!(
+            err.contains("pod dev/p")
+                && err.contains("2 of 3")
+                && err.contains("dev/net2 (net2)")
+                && err.contains("dev/net3 (net3)")
+                && err.contains("busy"),
+            "{err}"
+        );
+        assert!(
+            f.cache.read(&f.spec.container_id).unwrap().is_some(),
+            "cache dropped after a failed DEL"
+        );
+
+        std::fs::remove_file(f.dir.path().join("fail-net2")).unwrap();
+        std::fs::remove_file(f.dir.path().join("fail-net3")).unwrap();
+        del(&f.runner, &f.cache, &f.spec.container_id, None).unwrap();
+        assert!(f.cache.read(&f.spec.container_id).unwrap().is_none());
+        del(&f.runner, &f.cache, &f.spec.container_id, None).unwrap();
+    }
+
+    #[test]
+    fn check_reports_attachments_that_never_completed() {
+        let f = Fixture::new();
+        let mut record = SandboxRecord::new(
+            f.spec.container_id.clone(),
+            None,
+            f.spec.args.clone(),
+            vec![],
+            f.attachments(&["net1"]),
+        );
+        f.cache.write(&record).unwrap();
+        let err = check(
+            &f.runner,
+            &f.cache,
+            &f.spec.container_id,
+            "/run/netns/x".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("never completed"), "{err}");
+        record.container_id = "c2".parse().unwrap();
+        let err = check(
+            &f.runner,
+            &f.cache,
+            &record.container_id,
+            "/run/netns/x".into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nothing is cached"), "{err}");
+    }
+}
