@@ -27,21 +27,18 @@ pub struct SandboxSpec {
     pub cni_path: Vec<PathBuf>,
 }
 
-/// One network that failed, with the cause.
+/// One step that failed, with the cause: an attachment's delegate, or a step of the
+/// sandbox as a whole (the default-route change, the cache).
 #[derive(Debug)]
 pub struct AttachmentFailure {
-    pub network: String,
-    pub ifname: String,
+    /// "network dev/macvlan-conf (net1)", "default-route", "the cache".
+    pub subject: String,
     pub error: String,
 }
 
 impl fmt::Display for AttachmentFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "network {} ({}): {}",
-            self.network, self.ifname, self.error
-        )
+        write!(f, "{}: {}", self.subject, self.error)
     }
 }
 
@@ -132,8 +129,7 @@ impl AttachmentRecord {
 
     fn failure(&self, error: impl fmt::Display) -> AttachmentFailure {
         AttachmentFailure {
-            network: self.network.clone(),
-            ifname: self.ifname.to_string(),
+            subject: format!("network {} ({})", self.network, self.ifname),
             error: error.to_string(),
         }
     }
@@ -198,8 +194,7 @@ pub fn add(
     if let Err(error) = written {
         let last = record.attachments.len() - 1;
         let failure = AttachmentFailure {
-            network: "default-route".into(),
-            ifname: String::new(),
+            subject: "default-route".into(),
             error,
         };
         return Err(roll_back(runner, cache, &record, last, failure, sandbox));
@@ -238,8 +233,7 @@ fn roll_back(
     };
     if let Err(error) = cache_result {
         leaked.push(AttachmentFailure {
-            network: "cache".into(),
-            ifname: String::new(),
+            subject: "the cache".into(),
             error: error.to_string(),
         });
     }

@@ -43,6 +43,21 @@ fn main() {
 fn run(config: &serde_json::Value) -> Result<Option<String>, (ErrorCode, String)> {
     let request =
         Request::from_env().map_err(|e| (ErrorCode::InvalidEnvironment, e.to_string()))?;
+    if request.command != Command::Version {
+        let asked = config
+            .get("cniVersion")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let speaks = asked
+            .parse::<Version>()
+            .is_ok_and(|v| Version::RUNTIME_SUPPORTED.contains(&v));
+        if !speaks {
+            return Err((
+                ErrorCode::IncompatibleVersion,
+                format!("netwarden-cni: network config cniVersion {asked:?} is not one of 0.3.1, 0.4.0, 1.0.0, 1.1.0"),
+            ));
+        }
+    }
     match request.command {
         Command::Version => Ok(Some(
             serde_json::to_string(&VersionInfo::netwarden()).expect("version info serializes"),
