@@ -46,7 +46,10 @@ fn errors_are_cni_error_json_in_the_requested_version() {
     assert_eq!(code, 1);
     assert_eq!(out["cniVersion"], "0.4.0");
     assert_eq!(out["code"], 4);
-    assert!(out["msg"].as_str().unwrap().contains("CNI_CONTAINERID"), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().contains("CNI_CONTAINERID"),
+        "{out}"
+    );
 
     let del = [
         ("CNI_COMMAND", "DEL"),
