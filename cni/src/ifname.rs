@@ -3,7 +3,10 @@ use std::{fmt, str::FromStr};
 
 /// A valid Linux interface name: 1 to 15 bytes (IFNAMSIZ - 1), no `/`, no whitespace,
 /// no NUL, not `.` or `..` (the kernel's `dev_valid_name`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct InterfaceName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +49,20 @@ impl FromStr for InterfaceName {
             return Err(InterfaceNameError::Reserved(name.to_owned()));
         }
         Ok(Self(name.to_owned()))
+    }
+}
+
+impl TryFrom<String> for InterfaceName {
+    type Error = InterfaceNameError;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl From<InterfaceName> for String {
+    fn from(name: InterfaceName) -> Self {
+        name.0
     }
 }
 
