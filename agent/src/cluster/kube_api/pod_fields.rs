@@ -2,12 +2,9 @@
 //! pod not on this node is cut down to the fields the engine reads as it arrives.
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
-use netwarden_cni::status::NETWORK_STATUS_ANNOTATION;
+use netwarden_cni::{selection::NETWORKS_ANNOTATION, status::NETWORK_STATUS_ANNOTATION};
 
 use crate::cluster::source::NodeName;
-
-/// The pod annotation requesting secondary networks.
-const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
 
 /// `pod` as the engine needs it: in full on `node`, else only metadata name, namespace,
 /// labels, uid, resourceVersion, the networks and network-status annotations,
