@@ -19,9 +19,15 @@ use super::{
 /// What a packet carries above IP, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum L4 {
-    Tcp { dst_port: u16 },
-    Udp { dst_port: u16 },
-    Sctp { dst_port: u16 },
+    Tcp {
+        dst_port: u16,
+    },
+    Udp {
+        dst_port: u16,
+    },
+    Sctp {
+        dst_port: u16,
+    },
     /// No port to match: ICMP, other IP protocols, non-first fragments. Only a rule that
     /// allows every protocol and port admits it.
     Portless,
@@ -32,7 +38,10 @@ pub enum L4 {
 pub enum Verdict {
     /// The peer is in `class`; `rule` is the `PORTS` entry's rule tag (lowest rule index
     /// allowing the port), `None` when the class allows everything (`ALLOW_ALL`).
-    Allowed { class: u32, rule: Option<u32> },
+    Allowed {
+        class: u32,
+        rule: Option<u32>,
+    },
     Denied,
 }
 
@@ -147,7 +156,10 @@ mod tests {
     use super::{scenario::Scenario, *};
     use crate::datapath::{
         compile::compile,
-        rules::{EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule},
+        rules::{
+            EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol,
+            Rule,
+        },
     };
 
     /// What the rules themselves say, read straight from `rules.rs`: the indices of the
@@ -180,7 +192,8 @@ mod tests {
     }
 
     fn matches(m: &[PortMatch], protocol: Protocol, port: u16) -> bool {
-        m.iter().any(|m| m.protocol == protocol && m.ports.contains(port))
+        m.iter()
+            .any(|m| m.protocol == protocol && m.ports.contains(port))
     }
 
     fn check_scenario(seed: u64) {
@@ -199,8 +212,10 @@ mod tests {
             match got {
                 Verdict::Denied => assert!(by_both.is_empty(), "{context}: denied"),
                 Verdict::Allowed { class, rule } => {
-                    let class_rules: BTreeSet<u32> =
-                        tables.classes[&(probe.direction, class)].iter().copied().collect();
+                    let class_rules: BTreeSet<u32> = tables.classes[&(probe.direction, class)]
+                        .iter()
+                        .copied()
+                        .collect();
                     assert_eq!(class_rules, by_peer, "{context}: class rules");
                     let lowest = by_both.first().copied();
                     assert!(lowest.is_some(), "{context}: allowed");
@@ -208,21 +223,35 @@ mod tests {
                         assert_eq!(Some(rule), lowest, "{context}: rule tag");
                     } else {
                         assert!(
-                            by_peer.iter().any(|&r| rules[r as usize].ports == Ports::Any),
+                            by_peer
+                                .iter()
+                                .any(|&r| rules[r as usize].ports == Ports::Any),
                             "{context}: ALLOW_ALL without a rule allowing all ports"
                         );
                     }
                 }
             }
             // Another generation or endpoint sees nothing of these tables.
-            assert_eq!(model.lookup(3, 0, probe.direction, probe.peer, probe.l4), Verdict::Denied);
+            assert_eq!(
+                model.lookup(3, 0, probe.direction, probe.peer, probe.l4),
+                Verdict::Denied
+            );
         }
+    }
+
+    /// Brute-force LPM: the longest entry whose first `prefix_len` bits equal the key's.
+    fn scan<V: Copy>(entries: &[(Vec<u8>, u32, V)], key: &[u8]) -> Option<V> {
+        entries
+            .iter()
+            .filter(|(bytes, len, _)| lpm::prefix_matches(bytes, key, *len))
+            .max_by_key(|(_, len, _)| *len)
+            .map(|&(_, _, value)| value)
     }
 
     fn config() -> ProptestConfig {
         ProptestConfig {
             cases: 300,
-            rng_seed: RngSeed::Fixed(0x6e77_6d6f_6465_6c),
+            rng_seed: RngSeed::Fixed(0x006e_776d_6f64_656c),
             failure_persistence: None,
             ..ProptestConfig::default()
         }
@@ -241,6 +270,8 @@ mod tests {
             let scenario = Scenario::generate(seed);
             let tables = compile(3, 1, &scenario.policy);
             let model = TableModel::new(&tables);
+            let peers: Vec<_> = tables.peers.iter().map(|e| (peer_key_bytes(&e.key), e.prefix_len, e.value)).collect();
+            let ports: Vec<_> = tables.ports.iter().map(|e| (port_key_bytes(&e.key), e.prefix_len, e.value)).collect();
             for probe in &scenario.probes {
                 let key = PeerKey {
                     endpoint: 3,
@@ -250,13 +281,27 @@ mod tests {
                     addr: map_address(probe.peer).to_be_bytes(),
                 };
                 let bytes = peer_key_bytes(&key);
-                let scanned = tables
-                    .peers
-                    .iter()
-                    .filter(|e| lpm::prefix_matches(&peer_key_bytes(&e.key), &bytes, e.prefix_len))
-                    .max_by_key(|e| e.prefix_len)
-                    .map(|e| e.value);
-                prop_assert_eq!(model.peers.lookup(&bytes), scanned, "seed {}", seed);
+                prop_assert_eq!(model.peers.lookup(&bytes), scan(&peers, &bytes), "seed {}", seed);
+                let (protocol, port) = match probe.l4 {
+                    L4::Tcp { dst_port } => (6, dst_port),
+                    L4::Udp { dst_port } => (17, dst_port),
+                    L4::Sctp { dst_port } => (132, dst_port),
+                    L4::Portless => continue,
+                };
+                for &(direction, class) in tables.classes.keys() {
+                    let key = PortKey {
+                        endpoint: 3,
+                        direction: direction_byte(direction),
+                        generation: 1,
+                        protocol,
+                        _pad: 0,
+                        class,
+                        port: port.to_be_bytes(),
+                        _pad2: [0; 2],
+                    };
+                    let bytes = port_key_bytes(&key);
+                    prop_assert_eq!(model.ports.lookup(&bytes), scan(&ports, &bytes), "seed {}", seed);
+                }
             }
         }
 
@@ -304,15 +349,37 @@ mod tests {
                 egress: Isolation::Isolated(rules),
             },
         );
-        let at = |a: [u8; 4], l4| lookup(&tables, Direction::Egress, IpAddr::V4(Ipv4Addr::from(a)), l4);
-        assert_eq!(at([10, 2, 0, 1], L4::Portless), Verdict::Allowed { class: 0, rule: None });
+        let at = |a: [u8; 4], l4| {
+            lookup(
+                &tables,
+                Direction::Egress,
+                IpAddr::V4(Ipv4Addr::from(a)),
+                l4,
+            )
+        };
+        assert_eq!(
+            at([10, 2, 0, 1], L4::Portless),
+            Verdict::Allowed {
+                class: 0,
+                rule: None
+            }
+        );
         assert_eq!(at([10, 1, 0, 1], L4::Udp { dst_port: 53 }), Verdict::Denied);
-        assert!(matches!(at([10, 1, 0, 7], L4::Udp { dst_port: 53 }), Verdict::Allowed { rule: Some(1), .. }));
+        assert!(matches!(
+            at([10, 1, 0, 7], L4::Udp { dst_port: 53 }),
+            Verdict::Allowed { rule: Some(1), .. }
+        ));
         assert_eq!(at([10, 1, 0, 7], L4::Tcp { dst_port: 53 }), Verdict::Denied);
         assert_eq!(at([11, 0, 0, 1], L4::Portless), Verdict::Denied);
         // The same address as v4-mapped IPv6 is the same peer.
         let mapped: IpAddr = "::ffff:10.2.0.1".parse().unwrap();
-        assert!(matches!(lookup(&tables, Direction::Egress, mapped, L4::Portless), Verdict::Allowed { .. }));
-        assert_eq!(lookup(&tables, Direction::Ingress, mapped, L4::Portless), Verdict::Denied);
+        assert!(matches!(
+            lookup(&tables, Direction::Egress, mapped, L4::Portless),
+            Verdict::Allowed { .. }
+        ));
+        assert_eq!(
+            lookup(&tables, Direction::Ingress, mapped, L4::Portless),
+            Verdict::Denied
+        );
     }
 }

@@ -19,7 +19,10 @@ impl<V> Default for Lpm<V> {
 impl<V: Copy> Lpm<V> {
     pub(super) fn insert(&mut self, prefix_len: u32, key: Vec<u8>, value: V) {
         let key = masked(&key, prefix_len);
-        self.by_len.entry(prefix_len).or_default().insert(key, value);
+        self.by_len
+            .entry(prefix_len)
+            .or_default()
+            .insert(key, value);
     }
 
     pub(super) fn lookup(&self, key: &[u8]) -> Option<V> {
@@ -49,10 +52,8 @@ pub(super) fn masked(key: &[u8], prefix_len: u32) -> Vec<u8> {
 /// Whether the first `prefix_len` bits of `a` and `b` are equal (a brute-force reference).
 #[cfg(test)]
 pub(super) fn prefix_matches(a: &[u8], b: &[u8], prefix_len: u32) -> bool {
-    (0..prefix_len as usize).all(|bit| {
-        let m = 0x80u8 >> (bit % 8);
-        a[bit / 8] & m == b[bit / 8] & m
-    })
+    let (whole, rest) = ((prefix_len / 8) as usize, prefix_len % 8);
+    a[..whole] == b[..whole] && (rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0)
 }
 
 #[cfg(test)]

@@ -46,7 +46,11 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    pub fn new(config: EndpointConfig, tables: &CompiledTables, addresses: BTreeSet<IpAddr>) -> Self {
+    pub fn new(
+        config: EndpointConfig,
+        tables: &CompiledTables,
+        addresses: BTreeSet<IpAddr>,
+    ) -> Self {
         Self {
             config,
             tables: TableModel::new(tables),
@@ -117,7 +121,10 @@ pub fn packet_verdict(state: &EndpointState, direction: Direction, frame: &[u8])
     let config = &state.config;
     // The kernel keys the tables with the live generation's low byte.
     let generation = config.generation as u8;
-    match state.tables.lookup(config.id, generation, direction, peer, packet.l4) {
+    match state
+        .tables
+        .lookup(config.id, generation, direction, peer, packet.l4)
+    {
         Verdict::Allowed { .. } => Outcome::allow(reason::RULE),
         Verdict::Denied => Outcome::deny(reason::NO_MATCHING_RULE),
     }
@@ -143,9 +150,10 @@ const ICMP: u8 = 1;
 const ICMPV6: u8 = 58;
 
 fn parse(frame: &[u8]) -> Parsed {
-    let Some((ether_type, l3)) = frame.split_at_checked(14).map(|(eth, l3)| {
-        (EtherType(u16::from_be_bytes([eth[12], eth[13]])), l3)
-    }) else {
+    let Some((ether_type, l3)) = frame
+        .split_at_checked(14)
+        .map(|(eth, l3)| (EtherType(u16::from_be_bytes([eth[12], eth[13]])), l3))
+    else {
         return Parsed::Malformed;
     };
     match ether_type {
@@ -247,9 +255,13 @@ fn transport(protocol: u8, icmp: u8, payload: &[u8]) -> Option<Transport> {
         (payload.len() >= min_len).then(|| u16::from_be_bytes([payload[2], payload[3]]))
     };
     Some(match protocol {
-        6 => Transport::Ports(L4::Tcp { dst_port: port(20)? }),
+        6 => Transport::Ports(L4::Tcp {
+            dst_port: port(20)?,
+        }),
         17 => Transport::Ports(L4::Udp { dst_port: port(8)? }),
-        132 => Transport::Ports(L4::Sctp { dst_port: port(12)? }),
+        132 => Transport::Ports(L4::Sctp {
+            dst_port: port(12)?,
+        }),
         p if p == icmp => Transport::Icmp(*payload.get(..8)?.first()?),
         _ => Transport::Other,
     })
@@ -266,7 +278,10 @@ mod tests {
             scenario::{Packet, Scenario, Shape, Transport},
             tests::direct,
         },
-        rules::{EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule},
+        rules::{
+            EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol,
+            Rule,
+        },
     };
 
     /// What the packet should get, from how it was built and the rules themselves.
@@ -307,8 +322,13 @@ mod tests {
                 return Outcome::allow(reason::NOT_ISOLATED);
             }
         }
-        let own = |a: IpAddr| s.addresses.iter().any(|o| o.to_canonical() == a.to_canonical());
-        let exempt = matches!(p.src, IpAddr::V6(a) if a.is_unspecified() || a.is_unicast_link_local());
+        let own = |a: IpAddr| {
+            s.addresses
+                .iter()
+                .any(|o| o.to_canonical() == a.to_canonical())
+        };
+        let exempt =
+            matches!(p.src, IpAddr::V6(a) if a.is_unspecified() || a.is_unicast_link_local());
         if p.direction == Direction::Egress && s.anti_spoof && !exempt && !own(p.src) {
             return Outcome::deny(reason::SPOOFED_SOURCE);
         }
@@ -335,7 +355,11 @@ mod tests {
 
     fn state_of(s: &Scenario) -> EndpointState {
         let tables = compile(5, 1, &s.policy);
-        EndpointState::new(s.config(5, 1), &tables, s.addresses.iter().copied().collect())
+        EndpointState::new(
+            s.config(5, 1),
+            &tables,
+            s.addresses.iter().copied().collect(),
+        )
     }
 
     proptest! {
@@ -409,6 +433,7 @@ mod tests {
             } else {
                 IpAddr::from(POD_V4)
             },
+            src_port: 40000,
             transport,
             shape,
         }
@@ -427,15 +452,27 @@ mod tests {
 
     #[test]
     fn port_ranges_match_at_their_edges_for_their_protocol_only() {
-        let s = endpoint(Direction::Ingress, vec![rule("192.0.2.0/24", &[], tcp(1000, 2047))]);
-        for (port, outcome) in [(999, DENIED), (1000, ALLOWED), (2047, ALLOWED), (2048, DENIED)] {
+        let s = endpoint(
+            Direction::Ingress,
+            vec![rule("192.0.2.0/24", &[], tcp(1000, 2047))],
+        );
+        for (port, outcome) in [
+            (999, DENIED),
+            (1000, ALLOWED),
+            (2047, ALLOWED),
+            (2048, DENIED),
+        ] {
             let p = ingress("192.0.2.1", Transport::Tcp { dst_port: port }, Shape::Plain);
             assert_eq!(verdict_of(&s, &p), outcome, "port {port}");
         }
         let udp = ingress("192.0.2.1", Transport::Udp { dst_port: 1000 }, Shape::Plain);
         assert_eq!(verdict_of(&s, &udp), DENIED);
         let icmp = ingress("192.0.2.1", Transport::IcmpEcho, Shape::Plain);
-        assert_eq!(verdict_of(&s, &icmp), DENIED, "portless needs a rule without ports");
+        assert_eq!(
+            verdict_of(&s, &icmp),
+            DENIED,
+            "portless needs a rule without ports"
+        );
     }
 
     #[test]
@@ -444,16 +481,27 @@ mod tests {
             Direction::Ingress,
             vec![rule("2001:db8::/32", &["2001:db8:1::/48"], Ports::Any)],
         );
-        let inside = ingress("2001:db8:2::1", Transport::Sctp { dst_port: 9 }, Shape::Plain);
+        let inside = ingress(
+            "2001:db8:2::1",
+            Transport::Sctp { dst_port: 9 },
+            Shape::Plain,
+        );
         assert_eq!(verdict_of(&s, &inside), ALLOWED);
-        let excepted = ingress("2001:db8:1::1", Transport::Sctp { dst_port: 9 }, Shape::Plain);
+        let excepted = ingress(
+            "2001:db8:1::1",
+            Transport::Sctp { dst_port: 9 },
+            Shape::Plain,
+        );
         assert_eq!(verdict_of(&s, &excepted), DENIED);
     }
 
     #[test]
     fn arp_and_ndp_pass_an_endpoint_that_allows_nothing() {
         let s = endpoint(Direction::Ingress, Vec::new());
-        assert_eq!(verdict_of(&s, &ingress("192.0.2.1", Transport::IcmpEcho, Shape::Arp)), OPEN);
+        assert_eq!(
+            verdict_of(&s, &ingress("192.0.2.1", Transport::IcmpEcho, Shape::Arp)),
+            OPEN
+        );
         for ndp in 133..=137 {
             let p = ingress("fe80::1", Transport::Icmpv6Type(ndp), Shape::Plain);
             assert_eq!(verdict_of(&s, &p), OPEN, "NDP type {ndp}");
@@ -464,7 +512,13 @@ mod tests {
 
     #[test]
     fn unparseable_frames_are_dropped_only_where_isolated() {
-        let isolated = endpoint(Direction::Ingress, vec![Rule { peers: Peers::Any, ports: Ports::Any }]);
+        let isolated = endpoint(
+            Direction::Ingress,
+            vec![Rule {
+                peers: Peers::Any,
+                ports: Ports::Any,
+            }],
+        );
         let open = endpoint(Direction::Egress, Vec::new());
         let tcp = Transport::Tcp { dst_port: 80 };
         for p in [
@@ -474,10 +528,26 @@ mod tests {
             ingress("192.0.2.1", tcp, Shape::BadVersion),
             ingress("2001:db8::1", tcp, Shape::BadVersion),
             ingress("192.0.2.1", tcp, Shape::TruncatedTransport(19)),
-            ingress("2001:db8::1", Transport::Udp { dst_port: 53 }, Shape::TruncatedTransport(7)),
-            ingress("192.0.2.1", Transport::Sctp { dst_port: 1 }, Shape::TruncatedTransport(11)),
-            ingress("192.0.2.1", Transport::IcmpEcho, Shape::TruncatedTransport(7)),
-            ingress("2001:db8::1", Transport::Icmpv6Type(135), Shape::TruncatedTransport(4)),
+            ingress(
+                "2001:db8::1",
+                Transport::Udp { dst_port: 53 },
+                Shape::TruncatedTransport(7),
+            ),
+            ingress(
+                "192.0.2.1",
+                Transport::Sctp { dst_port: 1 },
+                Shape::TruncatedTransport(11),
+            ),
+            ingress(
+                "192.0.2.1",
+                Transport::IcmpEcho,
+                Shape::TruncatedTransport(7),
+            ),
+            ingress(
+                "2001:db8::1",
+                Transport::Icmpv6Type(135),
+                Shape::TruncatedTransport(4),
+            ),
             ingress("2001:db8::1", tcp, Shape::ExtensionHeaders(9)),
         ] {
             assert_eq!(verdict_of(&isolated, &p), MALFORMED, "{p:?}");
@@ -485,12 +555,21 @@ mod tests {
         }
         let mut runt = ingress("192.0.2.1", tcp, Shape::Plain).frame();
         runt.truncate(13);
-        assert_eq!(packet_verdict(&state_of(&isolated), Direction::Ingress, &runt), MALFORMED);
+        assert_eq!(
+            packet_verdict(&state_of(&isolated), Direction::Ingress, &runt),
+            MALFORMED
+        );
     }
 
     #[test]
     fn headers_before_the_ports_are_skipped() {
-        let s = endpoint(Direction::Ingress, vec![Rule { peers: Peers::Any, ports: tcp(443, 443) }]);
+        let s = endpoint(
+            Direction::Ingress,
+            vec![Rule {
+                peers: Peers::Any,
+                ports: tcp(443, 443),
+            }],
+        );
         let tcp = Transport::Tcp { dst_port: 443 };
         for p in [
             ingress("192.0.2.1", tcp, Shape::Options),
@@ -507,8 +586,20 @@ mod tests {
 
     #[test]
     fn later_fragments_are_portless() {
-        let ports = endpoint(Direction::Ingress, vec![Rule { peers: Peers::Any, ports: tcp(0, 65535) }]);
-        let any = endpoint(Direction::Ingress, vec![Rule { peers: Peers::Any, ports: Ports::Any }]);
+        let ports = endpoint(
+            Direction::Ingress,
+            vec![Rule {
+                peers: Peers::Any,
+                ports: tcp(0, 65535),
+            }],
+        );
+        let any = endpoint(
+            Direction::Ingress,
+            vec![Rule {
+                peers: Peers::Any,
+                ports: Ports::Any,
+            }],
+        );
         for from in ["192.0.2.1", "2001:db8::1"] {
             let p = ingress(from, Transport::Tcp { dst_port: 80 }, Shape::LaterFragment);
             assert_eq!(verdict_of(&ports, &p), DENIED, "{p:?}");
@@ -518,11 +609,18 @@ mod tests {
 
     #[test]
     fn egress_from_a_foreign_source_is_spoofed() {
-        let s = endpoint(Direction::Egress, vec![Rule { peers: Peers::Any, ports: Ports::Any }]);
+        let s = endpoint(
+            Direction::Egress,
+            vec![Rule {
+                peers: Peers::Any,
+                ports: Ports::Any,
+            }],
+        );
         let from = |src: &str, dst: &str| Packet {
             direction: Direction::Egress,
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
+            src_port: 40000,
             transport: Transport::Udp { dst_port: 53 },
             shape: Shape::Plain,
         };
@@ -533,11 +631,23 @@ mod tests {
         assert_eq!(verdict_of(&s, &from("fd00:9::6", "2001:db8::1")), spoofed);
         assert_eq!(verdict_of(&s, &from("fe80::77", "2001:db8::1")), ALLOWED);
         assert_eq!(verdict_of(&s, &from("::", "ff02::16")), ALLOWED);
-        assert_eq!(verdict_of(&s, &from("::ffff:10.9.0.5", "::ffff:192.0.2.1")), ALLOWED);
+        assert_eq!(
+            verdict_of(&s, &from("::ffff:10.9.0.5", "::ffff:192.0.2.1")),
+            ALLOWED
+        );
         // Spoofing is checked before isolation, and only where asked for.
-        let open = Scenario { policy: EndpointPolicy::default(), ..s.clone() };
+        let open = Scenario {
+            policy: EndpointPolicy::default(),
+            ..s.clone()
+        };
         assert_eq!(verdict_of(&open, &from("10.9.0.6", "192.0.2.1")), spoofed);
-        let unchecked = Scenario { anti_spoof: false, ..s };
-        assert_eq!(verdict_of(&unchecked, &from("10.9.0.6", "192.0.2.1")), ALLOWED);
+        let unchecked = Scenario {
+            anti_spoof: false,
+            ..s
+        };
+        assert_eq!(
+            verdict_of(&unchecked, &from("10.9.0.6", "192.0.2.1")),
+            ALLOWED
+        );
     }
 }

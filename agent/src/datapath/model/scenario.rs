@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{
     ArpEthIpv4Packet, ArpOperation, ArpPacket, EtherType, Ethernet2Header, IcmpEchoHeader,
     Icmpv4Header, Icmpv4Type, Icmpv6Header, Icmpv6Type, IpAuthHeader, IpFragOffset, IpNumber,
-    Ipv4Header, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, SingleVlanHeader,
-    TcpHeader, UdpHeader, VlanId,
+    Ipv4Header, Ipv6FragmentHeader, Ipv6Header, Ipv6RawExtHeader, SingleVlanHeader, TcpHeader,
+    UdpHeader, VlanId,
 };
 use ipnet::IpNet;
 use netwarden_common::{endpoint_flags, EndpointConfig};
@@ -54,6 +54,9 @@ pub struct Packet {
     /// Both IPv4: an IPv4 packet; otherwise IPv6 (an IPv4 address becomes v4-mapped).
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// Source port (TCP/UDP/SCTP) or echo identifier: distinct per packet of a scenario,
+    /// so no two packets are the same flow.
+    pub src_port: u16,
     pub transport: Transport,
     pub shape: Shape,
 }
@@ -61,9 +64,15 @@ pub struct Packet {
 /// What the packet carries above IP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    Tcp { dst_port: u16 },
-    Udp { dst_port: u16 },
-    Sctp { dst_port: u16 },
+    Tcp {
+        dst_port: u16,
+    },
+    Udp {
+        dst_port: u16,
+    },
+    Sctp {
+        dst_port: u16,
+    },
     /// ICMP echo request (ICMPv6 in IPv6).
     IcmpEcho,
     /// An ICMPv6 message of this type with an NDP-sized body (ICMP in IPv4).
@@ -108,7 +117,9 @@ impl Scenario {
         };
         let addresses = vec![
             IpAddr::V4(Ipv4Addr::from(0x0a09_0000 | rng.below(1 << 16) as u32)),
-            IpAddr::V6(Ipv6Addr::from(0xfd00_0009_u128 << 96 | u128::from(rng.below(1 << 16)))),
+            IpAddr::V6(Ipv6Addr::from(
+                0xfd00_0009_u128 << 96 | u128::from(rng.below(1 << 16)),
+            )),
         ];
         let anti_spoof = rng.chance(70);
         let edges = Edges::of(&policy);
@@ -119,7 +130,9 @@ impl Scenario {
                 l4: edges.l4(&mut rng),
             })
             .collect();
-        let packets = (0..120).map(|_| packet(&mut rng, &edges, &addresses)).collect();
+        let packets = (0..120)
+            .map(|i| packet(&mut rng, &edges, &addresses, 49152 + i))
+            .collect();
         Self {
             seed,
             policy,
@@ -206,13 +219,16 @@ impl Packet {
 
     fn transport_bytes(&self, ipv6: bool) -> (u8, Vec<u8>) {
         let mut bytes = match self.transport {
-            Transport::Tcp { dst_port } => {
-                (6, TcpHeader::new(40000, dst_port, 1, 64240).to_bytes().to_vec())
-            }
+            Transport::Tcp { dst_port } => (
+                6,
+                TcpHeader::new(self.src_port, dst_port, 1, 64240)
+                    .to_bytes()
+                    .to_vec(),
+            ),
             Transport::Udp { dst_port } => (
                 17,
                 UdpHeader {
-                    source_port: 40000,
+                    source_port: self.src_port,
                     destination_port: dst_port,
                     length: 8,
                     checksum: 0,
@@ -221,22 +237,28 @@ impl Packet {
                 .to_vec(),
             ),
             Transport::Sctp { dst_port } => {
-                let mut b = 40000u16.to_be_bytes().to_vec();
+                let mut b = self.src_port.to_be_bytes().to_vec();
                 b.extend_from_slice(&dst_port.to_be_bytes());
                 b.extend_from_slice(&[0; 8]);
                 (132, b)
             }
             Transport::IcmpEcho if ipv6 => (
                 58,
-                Icmpv6Header::new(Icmpv6Type::EchoRequest(IcmpEchoHeader { id: 9, seq: 1 }))
-                    .to_bytes()
-                    .to_vec(),
+                Icmpv6Header::new(Icmpv6Type::EchoRequest(IcmpEchoHeader {
+                    id: self.src_port,
+                    seq: 1,
+                }))
+                .to_bytes()
+                .to_vec(),
             ),
             Transport::IcmpEcho => (
                 1,
-                Icmpv4Header::new(Icmpv4Type::EchoRequest(IcmpEchoHeader { id: 9, seq: 1 }))
-                    .to_bytes()
-                    .to_vec(),
+                Icmpv4Header::new(Icmpv4Type::EchoRequest(IcmpEchoHeader {
+                    id: self.src_port,
+                    seq: 1,
+                }))
+                .to_bytes()
+                .to_vec(),
             ),
             Transport::Icmpv6Type(kind) => {
                 // Type, code, checksum, 4 reserved bytes, a 16-byte target address.
@@ -255,8 +277,14 @@ impl Packet {
     fn write_ipv4(&self, frame: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr) {
         let (protocol, payload) = self.transport_bytes(false);
         let payload_len = u16::try_from(payload.len()).expect("small payload");
-        let mut header = Ipv4Header::new(payload_len, 64, IpNumber(protocol), src.octets(), dst.octets())
-            .expect("small payload");
+        let mut header = Ipv4Header::new(
+            payload_len,
+            64,
+            IpNumber(protocol),
+            src.octets(),
+            dst.octets(),
+        )
+        .expect("small payload");
         match self.shape {
             Shape::Options => {
                 // Three NOPs and an end-of-options.
@@ -289,7 +317,9 @@ impl Packet {
         };
         let fragment = |next, offset, more| {
             let offset = IpFragOffset::try_new(offset).expect("valid offset");
-            Ipv6FragmentHeader::new(next, offset, more, 77).to_bytes().to_vec()
+            Ipv6FragmentHeader::new(next, offset, more, 77)
+                .to_bytes()
+                .to_vec()
         };
         // Built back to front: each header names the one after it.
         let mut next = IpNumber(protocol);
@@ -299,8 +329,16 @@ impl Packet {
         };
         match self.shape {
             Shape::Options => push(IpNumber::IPV6_DESTINATION_OPTIONS, options(next), &mut next),
-            Shape::FirstFragment => push(IpNumber::IPV6_FRAGMENTATION_HEADER, fragment(next, 0, true), &mut next),
-            Shape::LaterFragment => push(IpNumber::IPV6_FRAGMENTATION_HEADER, fragment(next, 185, false), &mut next),
+            Shape::FirstFragment => push(
+                IpNumber::IPV6_FRAGMENTATION_HEADER,
+                fragment(next, 0, true),
+                &mut next,
+            ),
+            Shape::LaterFragment => push(
+                IpNumber::IPV6_FRAGMENTATION_HEADER,
+                fragment(next, 185, false),
+                &mut next,
+            ),
             Shape::ExtensionHeaders(count) => {
                 for i in 0..count {
                     let (kind, bytes) = match i % 4 {
@@ -427,15 +465,25 @@ const V6_BASES: [u128; 6] = [
     0xfe80 << 112,
 ];
 const V6_LENGTHS: [u8; 13] = [0, 1, 16, 32, 48, 64, 95, 96, 97, 112, 120, 127, 128];
-const PORT_EDGES: [u16; 13] = [0, 1, 2, 79, 80, 81, 1023, 1024, 1025, 32767, 32768, 65534, 65535];
+const PORT_EDGES: [u16; 13] = [
+    0, 1, 2, 79, 80, 81, 1023, 1024, 1025, 32767, 32768, 65534, 65535,
+];
 
 fn random_net(rng: &mut Rng, v4: bool) -> IpNet {
     if v4 {
-        let len = if rng.chance(70) { rng.pick(&V4_LENGTHS) } else { rng.below(33) as u8 };
+        let len = if rng.chance(70) {
+            rng.pick(&V4_LENGTHS)
+        } else {
+            rng.below(33) as u8
+        };
         let addr = rng.pick(&V4_BASES) | (rng.next() as u32 & 0xffff);
         IpNet::new(Ipv4Addr::from(addr).into(), len).expect("length <= 32")
     } else {
-        let len = if rng.chance(70) { rng.pick(&V6_LENGTHS) } else { rng.below(129) as u8 };
+        let len = if rng.chance(70) {
+            rng.pick(&V6_LENGTHS)
+        } else {
+            rng.below(129) as u8
+        };
         let addr = rng.pick(&V6_BASES) | (rng.u128() & 0xffff_ffff);
         IpNet::new(Ipv6Addr::from(addr).into(), len).expect("length <= 128")
     }
@@ -446,10 +494,16 @@ fn sub_net(rng: &mut Rng, net: IpNet) -> IpNet {
     let max = net.max_prefix_len();
     let len = net.prefix_len() + rng.below(u64::from(max - net.prefix_len()) + 1) as u8;
     let addr = match net {
-        IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | (rng.next() as u32 & !u32::from(n.netmask())))),
-        IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | (rng.u128() & !u128::from(n.netmask())))),
+        IpNet::V4(n) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(n.network()) | (rng.next() as u32 & !u32::from(n.netmask())),
+        )),
+        IpNet::V6(n) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(n.network()) | (rng.u128() & !u128::from(n.netmask())),
+        )),
     };
-    IpNet::new(addr, len).expect("length within the family").trunc()
+    IpNet::new(addr, len)
+        .expect("length within the family")
+        .trunc()
 }
 
 fn block(rng: &mut Rng) -> PeerBlock {
@@ -477,9 +531,15 @@ fn port_match(rng: &mut Rng) -> PortMatch {
     let (a, b) = (end(rng), end(rng));
     // Now and then an empty (reversed) range.
     let ports = if rng.chance(5) {
-        PortRange { first: a.max(b), last: a.min(b) }
+        PortRange {
+            first: a.max(b),
+            last: a.min(b),
+        }
     } else {
-        PortRange { first: a.min(b), last: a.max(b) }
+        PortRange {
+            first: a.min(b),
+            last: a.max(b),
+        }
     };
     PortMatch { protocol, ports }
 }
@@ -495,7 +555,9 @@ impl Edges {
         let mut nets = Vec::new();
         let mut ports = PORT_EDGES.to_vec();
         for d in [Direction::Ingress, Direction::Egress] {
-            let Isolation::Isolated(rules) = policy.direction(d) else { continue };
+            let Isolation::Isolated(rules) = policy.direction(d) else {
+                continue;
+            };
             for rule in rules {
                 if let Peers::Blocks(blocks) = &rule.peers {
                     for b in blocks {
@@ -556,12 +618,16 @@ impl Edges {
 /// `address` moved by `by` (wrapping at the ends of the family's space).
 fn step(address: IpAddr, by: i8) -> IpAddr {
     match address {
-        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add_signed(i32::from(by)))),
-        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add_signed(i128::from(by)))),
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(a).wrapping_add_signed(i32::from(by)),
+        )),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(a).wrapping_add_signed(i128::from(by)),
+        )),
     }
 }
 
-fn packet(rng: &mut Rng, edges: &Edges, addresses: &[IpAddr]) -> Packet {
+fn packet(rng: &mut Rng, edges: &Edges, addresses: &[IpAddr], src_port: u16) -> Packet {
     let direction = rng.direction();
     let peer = edges.address(rng);
     let mut local = match peer {
@@ -570,9 +636,15 @@ fn packet(rng: &mut Rng, edges: &Edges, addresses: &[IpAddr]) -> Packet {
     };
     if direction == Direction::Egress && rng.chance(15) {
         local = match peer {
-            IpAddr::V4(_) => rng.pick(&[Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 9, 255, 255)]).into(),
+            IpAddr::V4(_) => rng
+                .pick(&[Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 9, 255, 255)])
+                .into(),
             IpAddr::V6(_) => rng
-                .pick(&[Ipv6Addr::UNSPECIFIED, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1), Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 0xffff)])
+                .pick(&[
+                    Ipv6Addr::UNSPECIFIED,
+                    Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1),
+                    Ipv6Addr::new(0xfd00, 9, 0, 0, 0, 0, 0, 0xffff),
+                ])
                 .into(),
         };
     }
@@ -606,6 +678,7 @@ fn packet(rng: &mut Rng, edges: &Edges, addresses: &[IpAddr]) -> Packet {
         direction,
         src,
         dst,
+        src_port,
         transport,
         shape,
     }
