@@ -1,5 +1,7 @@
 //! The kernel half of enforcement: loads netwarden's tc classifiers, attaches them to pod
 //! interfaces inside their network namespaces, and writes the maps they read.
+pub mod compile;
+pub mod model;
 mod object;
 pub mod rules;
 
