@@ -4,6 +4,7 @@
 //! stream of [`ClusterEvent`]s over [`Object`]s; the policy engine and the attach service
 //! consume those.
 pub mod crd;
+pub mod objects;
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
