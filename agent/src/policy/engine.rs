@@ -49,9 +49,15 @@ impl Engine {
 
     /// Applies one event; returns the endpoints whose tables changed, in endpoint order.
     pub fn apply(&mut self, event: &ClusterEvent) -> Vec<EndpointChange> {
+        let covered_before = self.state.covered_networks();
         let mut affected = BTreeSet::new();
         for touched in self.state.apply(event) {
             self.affected_by(&touched, &mut affected);
+        }
+        // Interfaces on a network that started or stopped being listed by any policy
+        // start or stop being endpoints.
+        for network in covered_before.symmetric_difference(&self.state.covered_networks()) {
+            self.local_on(network, None, &mut affected);
         }
         affected
             .into_iter()
@@ -177,16 +183,7 @@ impl Engine {
             Touched::Policy(old, new) => {
                 for policy in old.iter().chain(new) {
                     for network in &policy.networks {
-                        let listed_before = old.as_ref().is_some_and(|p| p.networks.contains(network));
-                        let listed_now = new.as_ref().is_some_and(|p| p.networks.contains(network));
-                        let count_now = self.state.policies_by_network.get(network).map_or(0, |s| s.len());
-                        let count_before = count_now + usize::from(listed_before) - usize::from(listed_now);
-                        if (count_before > 0) != (count_now > 0) {
-                            // The network's interfaces start or stop being endpoints.
-                            self.local_on(network, None, affected);
-                        } else {
-                            self.selected_on(policy, network, affected);
-                        }
+                        self.selected_on(policy, network, affected);
                     }
                 }
             }

@@ -83,3 +83,10 @@ pub enum EndpointChange {
     /// policy lists its network any more.
     Removed { endpoint: EndpointId },
 }
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod tests_property;

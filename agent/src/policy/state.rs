@@ -46,6 +46,10 @@ impl ClusterState {
             .is_some_and(|p| !p.is_empty())
     }
 
+    pub fn covered_networks(&self) -> BTreeSet<NetworkRef> {
+        self.policies_by_network.keys().cloned().collect()
+    }
+
     pub fn namespace(&self, name: &str) -> NamespaceView {
         self.namespaces
             .get(name)
