@@ -14,9 +14,7 @@ use ipnet::IpNet;
 use k8s_openapi::{
     api::{
         core::v1::{Namespace, Pod},
-        networking::v1::{
-            NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-        },
+        networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec},
     },
     apimachinery::pkg::{apis::meta::v1 as meta, util::intstr::IntOrString},
 };
@@ -278,7 +276,10 @@ impl PodView {
     }
 
     /// The pod's addresses on `network`, over all its interfaces there.
-    pub fn addresses_on<'a>(&'a self, network: &'a NetworkRef) -> impl Iterator<Item = IpAddr> + 'a {
+    pub fn addresses_on<'a>(
+        &'a self,
+        network: &'a NetworkRef,
+    ) -> impl Iterator<Item = IpAddr> + 'a {
         self.interfaces
             .iter()
             .filter(move |i| &i.network == network)
@@ -298,7 +299,9 @@ impl PodView {
     }
 }
 
-fn container_port(port: &k8s_openapi::api::core::v1::ContainerPort) -> Result<ContainerPort, String> {
+fn container_port(
+    port: &k8s_openapi::api::core::v1::ContainerPort,
+) -> Result<ContainerPort, String> {
     let protocol = match &port.protocol {
         Some(protocol) => parse_protocol(protocol)?,
         None => Protocol::Tcp,
@@ -330,10 +333,7 @@ fn interfaces(pod: &Pod) -> Result<Vec<PodInterface>, String> {
         if entry.default || !entry.name.contains('/') {
             continue;
         }
-        let network: NetworkRef = entry
-            .name
-            .parse()
-            .map_err(|e| format!("entry {i}: {e}"))?;
+        let network: NetworkRef = entry.name.parse().map_err(|e| format!("entry {i}: {e}"))?;
         let interface = entry
             .interface
             .as_deref()
@@ -555,7 +555,10 @@ impl PolicyView {
             }
         };
         let mut rules = |direction: Direction,
-                         raw: Vec<(Option<&Vec<NetworkPolicyPeer>>, Option<&Vec<NetworkPolicyPort>>)>| {
+                         raw: Vec<(
+            Option<&Vec<NetworkPolicyPeer>>,
+            Option<&Vec<NetworkPolicyPort>>,
+        )>| {
             let (name, peers_name) = match direction {
                 Direction::Ingress => ("spec.ingress", "from"),
                 Direction::Egress => ("spec.egress", "to"),

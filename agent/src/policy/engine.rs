@@ -67,18 +67,20 @@ impl Engine {
 
     /// The current output: every endpoint and its tables.
     pub fn endpoints(&self) -> impl Iterator<Item = (EndpointId, &EndpointTables)> {
-        self.emitted.iter().flat_map(|((pod, network), interfaces)| {
-            interfaces.iter().map(move |(interface, tables)| {
-                (
-                    EndpointId {
-                        pod: pod.clone(),
-                        network: network.clone(),
-                        interface: interface.clone(),
-                    },
-                    tables,
-                )
+        self.emitted
+            .iter()
+            .flat_map(|((pod, network), interfaces)| {
+                interfaces.iter().map(move |(interface, tables)| {
+                    (
+                        EndpointId {
+                            pod: pod.clone(),
+                            network: network.clone(),
+                            interface: interface.clone(),
+                        },
+                        tables,
+                    )
+                })
             })
-        })
     }
 
     /// Objects (or parts of them) that were ignored, and why.
@@ -101,13 +103,13 @@ impl Engine {
             if self.is_local(pod) && self.state.is_covered(network) {
                 let (policy, provenance) = resolve::compile(&self.state, pod, network);
                 for interface in pod.interfaces.iter().filter(|i| &i.network == network) {
-                    let tables: &mut EndpointTables =
-                        now.entry(interface.interface.clone())
-                            .or_insert_with(|| EndpointTables {
-                                addresses: Vec::new(),
-                                policy: policy.clone(),
-                                provenance: provenance.clone(),
-                            });
+                    let tables: &mut EndpointTables = now
+                        .entry(interface.interface.clone())
+                        .or_insert_with(|| EndpointTables {
+                            addresses: Vec::new(),
+                            policy: policy.clone(),
+                            provenance: provenance.clone(),
+                        });
                     tables.addresses.extend(&interface.ips);
                 }
             }
@@ -162,8 +164,10 @@ impl Engine {
             }
             Touched::Namespace(name, old, new) => {
                 let labels = [
-                    old.clone().unwrap_or_else(|| NamespaceView::unlabelled(name)),
-                    new.clone().unwrap_or_else(|| NamespaceView::unlabelled(name)),
+                    old.clone()
+                        .unwrap_or_else(|| NamespaceView::unlabelled(name)),
+                    new.clone()
+                        .unwrap_or_else(|| NamespaceView::unlabelled(name)),
                 ];
                 for policy in self.state.policies.values() {
                     let selects_it = all_peers(policy).any(|peer| match peer {
@@ -190,7 +194,10 @@ impl Engine {
         }
     }
 
-    fn policies_on<'a>(&'a self, network: &NetworkRef) -> impl Iterator<Item = &'a PolicyView> + 'a {
+    fn policies_on<'a>(
+        &'a self,
+        network: &NetworkRef,
+    ) -> impl Iterator<Item = &'a PolicyView> + 'a {
         self.state
             .policies_by_network
             .get(network)
@@ -204,7 +211,9 @@ impl Engine {
         // Egress named ports resolve against every destination pod the peers admit;
         // ipBlocks and "any" admit pods by address, so any pod may count.
         let named_egress = policy.egress.iter().any(|r| match &r.ports {
-            RulePorts::Listed(entries) => entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))),
+            RulePorts::Listed(entries) => {
+                entries.iter().any(|e| matches!(e.port, PortSpec::Named(_)))
+            }
             RulePorts::Any => false,
         });
         if named_egress {
@@ -224,12 +233,22 @@ impl Engine {
     }
 
     /// Local pods on `network` that `policy` selects.
-    fn selected_on(&self, policy: &PolicyView, network: &NetworkRef, affected: &mut BTreeSet<Attachment>) {
+    fn selected_on(
+        &self,
+        policy: &PolicyView,
+        network: &NetworkRef,
+        affected: &mut BTreeSet<Attachment>,
+    ) {
         self.local_on(network, Some(policy), affected);
     }
 
     /// Local pods with an interface on `network` (only those `policy` selects, if given).
-    fn local_on(&self, network: &NetworkRef, policy: Option<&PolicyView>, affected: &mut BTreeSet<Attachment>) {
+    fn local_on(
+        &self,
+        network: &NetworkRef,
+        policy: Option<&PolicyView>,
+        affected: &mut BTreeSet<Attachment>,
+    ) {
         let candidates: Box<dyn Iterator<Item = &PodKey>> = match policy {
             Some(p) => Box::new(
                 self.state
@@ -238,10 +257,18 @@ impl Engine {
                     .into_iter()
                     .flatten(),
             ),
-            None => Box::new(self.state.pods_by_network.get(network).into_iter().flatten()),
+            None => Box::new(
+                self.state
+                    .pods_by_network
+                    .get(network)
+                    .into_iter()
+                    .flatten(),
+            ),
         };
         for key in candidates {
-            let Some(pod) = self.state.pods.get(key) else { continue };
+            let Some(pod) = self.state.pods.get(key) else {
+                continue;
+            };
             let on_network = pod.interfaces.iter().any(|i| &i.network == network);
             let selected = policy.is_none_or(|p| p.pod_selector.matches(&pod.labels));
             if on_network && selected && self.is_local(pod) {

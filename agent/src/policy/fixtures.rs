@@ -35,8 +35,17 @@ pub struct Attach<'a>(pub &'a str, pub &'a str, pub &'a [&'a str]);
 
 /// A pod on `node` with `labels`, interfaces from `attachments` (in network-status) and
 /// container `ports` given as `{"name", "containerPort", "protocol"}` objects.
-pub fn pod(namespace: &str, name: &str, node: &str, labels: Value, attachments: &[Attach], ports: Value) -> Object {
-    let mut status = vec![json!({"name": "cluster-net", "interface": "eth0", "ips": ["172.16.0.1"], "default": true})];
+pub fn pod(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    labels: Value,
+    attachments: &[Attach],
+    ports: Value,
+) -> Object {
+    let mut status = vec![
+        json!({"name": "cluster-net", "interface": "eth0", "ips": ["172.16.0.1"], "default": true}),
+    ];
     status.extend(
         attachments
             .iter()
@@ -108,7 +117,9 @@ pub fn compiled_allows(
         .filter(|(id, _)| &id.pod == pod && &id.network == network)
         .map(|(_, tables)| match tables.policy.direction(direction) {
             Isolation::Open => true,
-            Isolation::Isolated(rules) => rules.iter().any(|r| rule_admits(r, peer, protocol, port)),
+            Isolation::Isolated(rules) => {
+                rules.iter().any(|r| rule_admits(r, peer, protocol, port))
+            }
         })
         .collect();
     // All interfaces of a pod on one network share their tables.

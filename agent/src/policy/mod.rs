@@ -8,7 +8,6 @@ mod explain;
 mod resolve;
 mod state;
 
-
 use std::net::IpAddr;
 
 use netwarden_cni::{InterfaceName, NetworkRef};
@@ -90,3 +89,5 @@ mod fixtures;
 mod reference;
 #[cfg(test)]
 mod tests_property;
+#[cfg(test)]
+mod tests_semantics;

@@ -44,21 +44,44 @@ pub struct Reference<'a> {
 
 impl Reference<'_> {
     /// Does `src`'s egress on `network` let it reach `dst`?
-    pub fn egress_allows(&self, src: &Pod, network: &str, dst: Party, protocol: &str, port: u16) -> bool {
+    pub fn egress_allows(
+        &self,
+        src: &Pod,
+        network: &str,
+        dst: Party,
+        protocol: &str,
+        port: u16,
+    ) -> bool {
         self.allows(src, network, false, dst, protocol, port)
     }
 
     /// Does `dst`'s ingress on `network` let `src` reach it?
-    pub fn ingress_allows(&self, dst: &Pod, network: &str, src: Party, protocol: &str, port: u16) -> bool {
+    pub fn ingress_allows(
+        &self,
+        dst: &Pod,
+        network: &str,
+        src: Party,
+        protocol: &str,
+        port: u16,
+    ) -> bool {
         self.allows(dst, network, true, src, protocol, port)
     }
 
     /// Whether some policy (of either kind) lists `network`.
     pub fn covers(&self, network: &str) -> bool {
-        self.policies().any(|(_, networks, _)| networks.iter().any(|n| n == network))
+        self.policies()
+            .any(|(_, networks, _)| networks.iter().any(|n| n == network))
     }
 
-    fn allows(&self, subject: &Pod, network: &str, ingress: bool, other: Party, protocol: &str, port: u16) -> bool {
+    fn allows(
+        &self,
+        subject: &Pod,
+        network: &str,
+        ingress: bool,
+        other: Party,
+        protocol: &str,
+        port: u16,
+    ) -> bool {
         let subject_ns = subject.metadata.namespace.as_deref().unwrap();
         let mut isolated = false;
         for (policy_ns, networks, spec) in self.policies() {
@@ -85,10 +108,21 @@ impl Reference<'_> {
                 continue;
             }
             isolated = true;
-            let rules: Vec<(Option<&Vec<NetworkPolicyPeer>>, Option<&Vec<NetworkPolicyPort>>)> = if ingress {
-                spec.ingress.iter().flatten().map(|r| (r.from.as_ref(), r.ports.as_ref())).collect()
+            let rules: Vec<(
+                Option<&Vec<NetworkPolicyPeer>>,
+                Option<&Vec<NetworkPolicyPort>>,
+            )> = if ingress {
+                spec.ingress
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.from.as_ref(), r.ports.as_ref()))
+                    .collect()
             } else {
-                spec.egress.iter().flatten().map(|r| (r.to.as_ref(), r.ports.as_ref())).collect()
+                spec.egress
+                    .iter()
+                    .flatten()
+                    .map(|r| (r.to.as_ref(), r.ports.as_ref()))
+                    .collect()
             };
             // The destination's container ports name the numbers.
             let destination = if ingress { Some(subject) } else { other.pod() };
@@ -136,7 +170,12 @@ impl Reference<'_> {
         })
     }
 
-    fn peers_match(&self, policy_ns: &str, peers: Option<&Vec<NetworkPolicyPeer>>, other: Party) -> bool {
+    fn peers_match(
+        &self,
+        policy_ns: &str,
+        peers: Option<&Vec<NetworkPolicyPeer>>,
+        other: Party,
+    ) -> bool {
         let Some(peers) = peers.filter(|p| !p.is_empty()) else {
             return true;
         };
@@ -183,7 +222,12 @@ impl Reference<'_> {
     }
 }
 
-fn ports_match(ports: Option<&Vec<NetworkPolicyPort>>, protocol: &str, port: u16, destination: Option<&Pod>) -> bool {
+fn ports_match(
+    ports: Option<&Vec<NetworkPolicyPort>>,
+    protocol: &str,
+    port: u16,
+    destination: Option<&Pod>,
+) -> bool {
     let Some(ports) = ports.filter(|p| !p.is_empty()) else {
         return true;
     };
@@ -198,11 +242,15 @@ fn ports_match(ports: Option<&Vec<NetworkPolicyPort>>, protocol: &str, port: u16
                 (*first..=last).contains(&i32::from(port))
             }
             Some(IntOrString::String(name)) => destination.is_some_and(|pod| {
-                pod.spec.iter().flat_map(|s| &s.containers).flat_map(|c| c.ports.iter().flatten()).any(|p| {
-                    p.name.as_deref() == Some(name.as_str())
-                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
-                        && p.container_port == i32::from(port)
-                })
+                pod.spec
+                    .iter()
+                    .flat_map(|s| &s.containers)
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .any(|p| {
+                        p.name.as_deref() == Some(name.as_str())
+                            && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                            && p.container_port == i32::from(port)
+                    })
             }),
         }
     })
@@ -212,7 +260,10 @@ fn labels(pod: &Pod) -> std::collections::BTreeMap<String, String> {
     pod.metadata.labels.clone().unwrap_or_default()
 }
 
-fn selector_matches(selector: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+fn selector_matches(
+    selector: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
     let by_labels = selector
         .match_labels
         .iter()

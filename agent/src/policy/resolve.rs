@@ -8,9 +8,7 @@ use std::{
 
 use netwarden_cni::NetworkRef;
 
-use super::{
-    state::ClusterState, DirectionProvenance, Provenance, RuleOrigin,
-};
+use super::{state::ClusterState, DirectionProvenance, Provenance, RuleOrigin};
 use crate::{
     cluster::objects::{
         NamespaceScope, Peer, PodView, PolicyView, PortEntry, PortSpec, RulePeers, RulePorts,
@@ -112,11 +110,10 @@ fn compile_rule(
         // The destination is the endpoint's own pod: its container ports name the numbers.
         Direction::Ingress => {
             numbered.extend(named.iter().flat_map(|(e, name)| {
-                pod.resolve_named_port(name, e.protocol)
-                    .map(|n| PortMatch {
-                        protocol: e.protocol,
-                        ports: PortRange::single(n),
-                    })
+                pod.resolve_named_port(name, e.protocol).map(|n| PortMatch {
+                    protocol: e.protocol,
+                    ports: PortRange::single(n),
+                })
             }));
             if numbered.is_empty() {
                 return Vec::new();
@@ -237,7 +234,12 @@ fn numbered_port(entry: &PortEntry) -> Option<PortMatch> {
 }
 
 /// The addresses a rule's peers stand for on `network`.
-fn peers(state: &ClusterState, policy: &PolicyView, rule_peers: &RulePeers, network: &NetworkRef) -> Peers {
+fn peers(
+    state: &ClusterState,
+    policy: &PolicyView,
+    rule_peers: &RulePeers,
+    network: &NetworkRef,
+) -> Peers {
     let RulePeers::Listed(list) = rule_peers else {
         return Peers::Any;
     };

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use netwarden_cni::NetworkRef;
 
 use crate::cluster::{
-    objects::{NamespaceView, ObjectError, Parsed, PodKey, PodView, PolicyKey, PolicyKind, PolicyView},
+    objects::{
+        NamespaceView, ObjectError, Parsed, PodKey, PodView, PolicyKey, PolicyKind, PolicyView,
+    },
     ClusterEvent, Kind, Object, ObjectKey,
 };
 
@@ -142,7 +144,8 @@ impl ClusterState {
                 self.apply_policy(&key, parsed)
             }
             Object::NetworkPolicy(policy) => {
-                let parsed = PolicyView::from_network_policy(policy, &self.standard_policy_networks);
+                let parsed =
+                    PolicyView::from_network_policy(policy, &self.standard_policy_networks);
                 self.apply_policy(&key, parsed)
             }
             Object::NetworkAttachmentDefinition(_) => None,

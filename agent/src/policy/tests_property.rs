@@ -66,8 +66,15 @@ fn pod_object(index: usize) -> impl Strategy<Value = Option<Object>> {
     ]);
     prop::option::weighted(
         0.9,
-        (0..NAMESPACES.len(), prop::bool::weighted(0.75), labels(), 0u8..4, 0u8..3, ports).prop_map(
-            move |(ns, local, labels, networks, families, ports)| {
+        (
+            0..NAMESPACES.len(),
+            prop::bool::weighted(0.75),
+            labels(),
+            0u8..4,
+            0u8..3,
+            ports,
+        )
+            .prop_map(move |(ns, local, labels, networks, families, ports)| {
                 let node = if local { NODE } else { "node-2" };
                 let name = format!("p{index}");
                 let addresses: Vec<Vec<String>> = (0..NETWORKS.len())
@@ -82,15 +89,17 @@ fn pod_object(index: usize) -> impl Strategy<Value = Option<Object>> {
                         ips
                     })
                     .collect();
-                let ips: Vec<Vec<&str>> = addresses.iter().map(|v| v.iter().map(String::as_str).collect()).collect();
+                let ips: Vec<Vec<&str>> = addresses
+                    .iter()
+                    .map(|v| v.iter().map(String::as_str).collect())
+                    .collect();
                 let interfaces = ["net1", "net2"];
                 let attachments: Vec<Attach> = (0..NETWORKS.len())
                     .filter(|n| networks & (1 << n) != 0)
                     .map(|n| Attach(NETWORKS[n], interfaces[n], &ips[n]))
                     .collect();
                 fixtures::pod(NAMESPACES[ns], &name, node, labels, &attachments, ports)
-            },
-        ),
+            }),
     )
 }
 
@@ -127,28 +136,46 @@ fn selector() -> impl Strategy<Value = Value> {
 
 fn ip_block() -> impl Strategy<Value = Value> {
     const CIDRS: [&str; 8] = [
-        "10.1.0.0/24", "10.1.0.0/30", "0.0.0.0/0", "10.0.0.0/8", "fd00:1::/64", "::/0", "fd00:2::/120", "10.2.0.4/31",
+        "10.1.0.0/24",
+        "10.1.0.0/30",
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "fd00:1::/64",
+        "::/0",
+        "fd00:2::/120",
+        "10.2.0.4/31",
     ];
-    const EXCEPTS: [&str; 5] = ["10.1.0.2/32", "10.1.0.0/31", "fd00:1::2/128", "10.2.0.0/24", "fd00:2::/126"];
-    (prop::sample::select(&CIDRS[..]), prop::sample::subsequence(&EXCEPTS[..], 0..3)).prop_map(|(cidr, except)| {
-        let outer: ipnet::IpNet = cidr.parse().unwrap();
-        let except: Vec<&str> = except
-            .into_iter()
-            .filter(|e| outer.contains(&e.parse::<ipnet::IpNet>().unwrap()))
-            .collect();
-        if except.is_empty() {
-            json!({"cidr": cidr})
-        } else {
-            json!({"cidr": cidr, "except": except})
-        }
-    })
+    const EXCEPTS: [&str; 5] = [
+        "10.1.0.2/32",
+        "10.1.0.0/31",
+        "fd00:1::2/128",
+        "10.2.0.0/24",
+        "fd00:2::/126",
+    ];
+    (
+        prop::sample::select(&CIDRS[..]),
+        prop::sample::subsequence(&EXCEPTS[..], 0..3),
+    )
+        .prop_map(|(cidr, except)| {
+            let outer: ipnet::IpNet = cidr.parse().unwrap();
+            let except: Vec<&str> = except
+                .into_iter()
+                .filter(|e| outer.contains(&e.parse::<ipnet::IpNet>().unwrap()))
+                .collect();
+            if except.is_empty() {
+                json!({"cidr": cidr})
+            } else {
+                json!({"cidr": cidr, "except": except})
+            }
+        })
 }
 
 fn peer() -> impl Strategy<Value = Value> {
     prop_oneof![
         selector().prop_map(|s| json!({"podSelector": s})),
         selector().prop_map(|s| json!({"namespaceSelector": s})),
-        (selector(), selector()).prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
+        (selector(), selector())
+            .prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
         ip_block().prop_map(|b| json!({"ipBlock": b})),
     ]
 }
@@ -160,21 +187,26 @@ fn port_entry() -> impl Strategy<Value = Value> {
         prop::sample::select(vec![53, 80, 8080]).prop_map(|p| json!(p)),
         prop::sample::select(vec!["web", "dns"]).prop_map(|p| json!(p)),
     ];
-    (protocol, port, prop::option::of(prop::sample::select(vec![81, 8080]))).prop_map(|(protocol, port, end)| {
-        let mut entry = serde_json::Map::new();
-        if let Some(protocol) = protocol {
-            entry.insert("protocol".into(), protocol.into());
-        }
-        if !port.is_null() {
-            if let (Some(first), Some(end)) = (port.as_i64(), end) {
-                if end >= first {
-                    entry.insert("endPort".into(), end.into());
-                }
+    (
+        protocol,
+        port,
+        prop::option::of(prop::sample::select(vec![81, 8080])),
+    )
+        .prop_map(|(protocol, port, end)| {
+            let mut entry = serde_json::Map::new();
+            if let Some(protocol) = protocol {
+                entry.insert("protocol".into(), protocol.into());
             }
-            entry.insert("port".into(), port);
-        }
-        Value::Object(entry)
-    })
+            if !port.is_null() {
+                if let (Some(first), Some(end)) = (port.as_i64(), end) {
+                    if end >= first {
+                        entry.insert("endPort".into(), end.into());
+                    }
+                }
+                entry.insert("port".into(), port);
+            }
+            Value::Object(entry)
+        })
 }
 
 fn rules(peers_key: &'static str) -> impl Strategy<Value = Option<Value>> {
@@ -202,15 +234,26 @@ fn policy_spec() -> impl Strategy<Value = Value> {
         json!(["Egress"]),
         json!(["Ingress", "Egress"]),
     ]));
-    (prop::option::of(selector()), types, rules("from"), rules("to")).prop_map(|(pods, types, ingress, egress)| {
-        let mut spec = serde_json::Map::new();
-        for (key, value) in [("podSelector", pods), ("policyTypes", types), ("ingress", ingress), ("egress", egress)] {
-            if let Some(value) = value {
-                spec.insert(key.into(), value);
+    (
+        prop::option::of(selector()),
+        types,
+        rules("from"),
+        rules("to"),
+    )
+        .prop_map(|(pods, types, ingress, egress)| {
+            let mut spec = serde_json::Map::new();
+            for (key, value) in [
+                ("podSelector", pods),
+                ("policyTypes", types),
+                ("ingress", ingress),
+                ("egress", egress),
+            ] {
+                if let Some(value) = value {
+                    spec.insert(key.into(), value);
+                }
             }
-        }
-        Value::Object(spec)
-    })
+            Value::Object(spec)
+        })
 }
 
 /// Policy slot `index`: slots 0-2 are MultiNetworkPolicies, slot 3 a NetworkPolicy.
@@ -256,15 +299,26 @@ fn pods(objects: &[Object]) -> Vec<&k8s_openapi::api::core::v1::Pod> {
 }
 
 fn key_of(pod: &k8s_openapi::api::core::v1::Pod) -> crate::cluster::objects::PodKey {
-    fixtures::pod_key(pod.metadata.namespace.as_deref().unwrap(), pod.metadata.name.as_deref().unwrap())
+    fixtures::pod_key(
+        pod.metadata.namespace.as_deref().unwrap(),
+        pod.metadata.name.as_deref().unwrap(),
+    )
 }
 
 /// Checks every flow between pods (and to and from outside addresses) on every network.
 fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
     let engine = fixtures::engine_with(&STANDARD, objects);
-    prop_assert_eq!(engine.errors().count(), 0, "{:?}", engine.errors().collect::<Vec<_>>());
+    prop_assert_eq!(
+        engine.errors().count(),
+        0,
+        "{:?}",
+        engine.errors().collect::<Vec<_>>()
+    );
     let standard: BTreeSet<String> = STANDARD.iter().map(|s| s.to_string()).collect();
-    let reference = Reference { objects, standard_networks: &standard };
+    let reference = Reference {
+        objects,
+        standard_networks: &standard,
+    };
     let pods = pods(objects);
     for network_name in NETWORKS {
         let network = fixtures::network(network_name);
@@ -273,14 +327,29 @@ fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
             let own = reference::addresses(subject, network_name);
             let local = subject.spec.as_ref().unwrap().node_name.as_deref() == Some(NODE);
             let endpoint_expected = local && !own.is_empty() && reference.covers(network_name);
-            let has_endpoint = engine.endpoints().any(|(id, _)| id.pod == key && id.network == network);
-            prop_assert_eq!(has_endpoint, endpoint_expected, "endpoint of {} on {}", key, network_name);
+            let has_endpoint = engine
+                .endpoints()
+                .any(|(id, _)| id.pod == key && id.network == network);
+            prop_assert_eq!(
+                has_endpoint,
+                endpoint_expected,
+                "endpoint of {} on {}",
+                key,
+                network_name
+            );
             if !has_endpoint {
                 continue;
             }
-            let mut others: Vec<Party> = EXTERNALS.iter().map(|a| Party::External(fixtures::ip(a))).collect();
+            let mut others: Vec<Party> = EXTERNALS
+                .iter()
+                .map(|a| Party::External(fixtures::ip(a)))
+                .collect();
             for other in pods.iter().filter(|o| key_of(o) != key) {
-                others.extend(reference::addresses(other, network_name).into_iter().map(|a| Party::Pod(other, a)));
+                others.extend(
+                    reference::addresses(other, network_name)
+                        .into_iter()
+                        .map(|a| Party::Pod(other, a)),
+                );
             }
             for other in others {
                 let address = match other {
@@ -290,20 +359,34 @@ fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
                     for port in PORTS {
                         for direction in [Direction::Ingress, Direction::Egress] {
                             let expected = match direction {
-                                Direction::Ingress => {
-                                    reference.ingress_allows(subject, network_name, other, protocol_name, port)
-                                }
-                                Direction::Egress => {
-                                    reference.egress_allows(subject, network_name, other, protocol_name, port)
-                                }
+                                Direction::Ingress => reference.ingress_allows(
+                                    subject,
+                                    network_name,
+                                    other,
+                                    protocol_name,
+                                    port,
+                                ),
+                                Direction::Egress => reference.egress_allows(
+                                    subject,
+                                    network_name,
+                                    other,
+                                    protocol_name,
+                                    port,
+                                ),
                             };
-                            let compiled =
-                                fixtures::compiled_allows(&engine, &key, &network, direction, address, protocol, port);
+                            let compiled = fixtures::compiled_allows(
+                                &engine, &key, &network, direction, address, protocol, port,
+                            );
                             prop_assert_eq!(
                                 compiled,
                                 Some(expected),
                                 "{:?} of {} on {} with {} {}/{}",
-                                direction, key, network_name, address, protocol_name, port
+                                direction,
+                                key,
+                                network_name,
+                                address,
+                                protocol_name,
+                                port
                             );
                         }
                     }
@@ -349,10 +432,18 @@ fn slot_key(index: usize) -> ObjectKey {
         (Kind::Pod, format!("p{}", index - NAMESPACES.len()))
     } else {
         let policy = index - NAMESPACES.len() - PODS;
-        let kind = if policy == 3 { Kind::NetworkPolicy } else { Kind::MultiNetworkPolicy };
+        let kind = if policy == 3 {
+            Kind::NetworkPolicy
+        } else {
+            Kind::MultiNetworkPolicy
+        };
         (kind, format!("pol{policy}"))
     };
-    ObjectKey { kind, namespace: None, name }
+    ObjectKey {
+        kind,
+        namespace: None,
+        name,
+    }
 }
 
 fn full_key(object: &Object) -> ObjectKey {
