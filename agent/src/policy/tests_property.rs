@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::{
     fixtures::{self, Attach, NODE},
     reference::{self, Party, Reference},
-    EndpointChange, EndpointId, EndpointTables,
+    EndpointChange, EndpointId, EndpointTables, Flow,
 };
 use crate::{
     cluster::{ClusterEvent, Kind, Object, ObjectKey},
@@ -351,6 +351,8 @@ fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
                         .map(|a| Party::Pod(other, a)),
                 );
             }
+            // explain judges a pod peer on any of its addresses on the network.
+            let mut explained: BTreeMap<(String, Direction, &str, u16), bool> = BTreeMap::new();
             for other in others {
                 let address = match other {
                     Party::Pod(_, a) | Party::External(a) => a,
@@ -388,9 +390,51 @@ fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
                                 protocol_name,
                                 port
                             );
+                            if let Party::Pod(other_pod, _) = other {
+                                *explained
+                                    .entry((
+                                        key_of(other_pod).to_string(),
+                                        direction,
+                                        protocol_name,
+                                        port,
+                                    ))
+                                    .or_default() |= expected;
+                            }
                         }
                     }
                 }
+            }
+            for ((other, direction, protocol_name, port), expected) in explained {
+                let (namespace, name) = other.split_once('/').unwrap();
+                let other = fixtures::pod_key(namespace, name);
+                let protocol = if protocol_name == "TCP" {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                };
+                let (from, to) = match direction {
+                    Direction::Egress => (key.clone(), other),
+                    Direction::Ingress => (other, key.clone()),
+                };
+                let explanation = engine.explain(&Flow {
+                    from,
+                    to,
+                    network: network.clone(),
+                    protocol,
+                    port,
+                });
+                let verdict = match direction {
+                    Direction::Egress => explanation.egress,
+                    Direction::Ingress => explanation.ingress,
+                };
+                prop_assert_eq!(
+                    verdict.allows(),
+                    expected,
+                    "explain {:?} of {}: {:?}",
+                    direction,
+                    key,
+                    verdict
+                );
             }
         }
     }
@@ -480,7 +524,7 @@ fn proptest_config(cases: u32) -> Config {
 }
 
 proptest! {
-    #![proptest_config(proptest_config(3000))]
+    #![proptest_config(proptest_config(2000))]
 
     #[test]
     fn compiled_tables_agree_with_the_reference_evaluator(slots in cluster()) {
