@@ -778,3 +778,210 @@ fn namespaced_name(meta: &meta::ObjectMeta, kind: Kind) -> Result<(String, Strin
         .ok_or_else(|| missing("metadata.namespace"))?;
     Ok((namespace, name))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn multi(spec: serde_json::Value, policy_for: &str) -> Result<Parsed<PolicyView>, ObjectError> {
+        let policy: MultiNetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1beta2", "kind": "MultiNetworkPolicy",
+            "metadata": {"name": "p", "namespace": "ns",
+                         "annotations": {POLICY_FOR_ANNOTATION: policy_for}},
+            "spec": spec,
+        }))
+        .unwrap();
+        PolicyView::from_multi(&policy)
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_have_full_kubernetes_semantics() {
+        let selector: meta::LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                {"key": "team", "operator": "Exists"},
+                {"key": "legacy", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "In", "values": ["prod", "staging"]},
+            ],
+        }))
+        .unwrap();
+        let key = ObjectKey {
+            kind: Kind::NetworkPolicy,
+            namespace: Some("ns".into()),
+            name: "p".into(),
+        };
+        let selector = LabelSelector::parse(&selector, &key, "spec.podSelector").unwrap();
+        let base = [("app", "web"), ("team", "x"), ("env", "staging")];
+        assert!(
+            selector.matches(&labels(&base)),
+            "NotIn matches a pod without the key"
+        );
+        assert!(!selector.matches(&labels(&[base[0], base[1], base[2], ("tier", "db")])));
+        assert!(selector.matches(&labels(&[base[0], base[1], base[2], ("tier", "web")])));
+        assert!(!selector.matches(&labels(&[base[0], base[1], base[2], ("legacy", "")])));
+        assert!(!selector.matches(&labels(&[base[0], base[1], ("env", "dev")])));
+        assert!(!selector.matches(&labels(&[base[0], base[2]])));
+        assert!(LabelSelector::everything().matches(&Labels::new()));
+    }
+
+    #[test]
+    fn bad_selectors_name_the_policy_and_the_field() {
+        for (expression, problem) in [
+            (
+                json!({"key": "a", "operator": "Like", "values": ["x"]}),
+                "\"Like\" is not In, NotIn, Exists or DoesNotExist",
+            ),
+            (
+                json!({"key": "a", "operator": "NotIn"}),
+                "needs at least one value",
+            ),
+            (
+                json!({"key": "a", "operator": "Exists", "values": ["x"]}),
+                "takes no values",
+            ),
+        ] {
+            let spec = json!({"podSelector": {"matchExpressions": [{"key": "ok", "operator": "Exists"}, expression]}});
+            let error = multi(spec, "net").unwrap_err().to_string();
+            assert!(
+                error
+                    .starts_with("MultiNetworkPolicy ns/p: spec.podSelector.matchExpressions[1]: "),
+                "{error}"
+            );
+            assert!(error.contains(problem), "{error}");
+        }
+    }
+
+    #[test]
+    fn policy_types_default_as_network_policy() {
+        let view = |spec| multi(spec, "net").unwrap().view;
+        let v = view(json!({"podSelector": {}}));
+        assert!(v.isolates_ingress && !v.isolates_egress);
+        let v = view(json!({"podSelector": {}, "egress": [{}]}));
+        assert!(v.isolates_ingress && v.isolates_egress);
+        let v = view(json!({"podSelector": {}, "egress": []}));
+        assert!(
+            v.isolates_ingress && !v.isolates_egress,
+            "an empty egress list is no egress rule"
+        );
+        let v = view(json!({"podSelector": {}, "policyTypes": ["Egress"], "ingress": [{}]}));
+        assert!(!v.isolates_ingress && v.isolates_egress);
+    }
+
+    #[test]
+    fn policy_for_names_networks_with_the_policys_namespace_as_default() {
+        let v = multi(json!({}), "net-a, other/net-b").unwrap().view;
+        let names: Vec<String> = v.networks.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["ns/net-a", "other/net-b"]);
+    }
+
+    #[test]
+    fn ports_default_to_tcp_and_bad_ports_drop_their_rule_with_the_field() {
+        let parsed = multi(
+            json!({"ingress": [
+                {"ports": [{}, {"protocol": "UDP"}, {"port": 80, "endPort": 90}, {"port": "web"}]},
+                {"ports": [{"port": "web", "endPort": 90}]},
+                {"ports": [{"port": 90, "endPort": 80}]},
+                {"ports": [{"protocol": "ICMP"}]},
+                {"from": [{"ipBlock": {"cidr": "10.0.0.0/24", "except": ["10.1.0.0/24"]}}]},
+                {"from": [{}]},
+            ]}),
+            "net",
+        )
+        .unwrap();
+        let ports = &parsed.view.ingress[0].ports;
+        assert_eq!(
+            ports,
+            &RulePorts::Listed(vec![
+                PortEntry {
+                    protocol: Protocol::Tcp,
+                    port: PortSpec::All
+                },
+                PortEntry {
+                    protocol: Protocol::Udp,
+                    port: PortSpec::All
+                },
+                PortEntry {
+                    protocol: Protocol::Tcp,
+                    port: PortSpec::Range(PortRange {
+                        first: 80,
+                        last: 90
+                    })
+                },
+                PortEntry {
+                    protocol: Protocol::Tcp,
+                    port: PortSpec::Named("web".into())
+                },
+            ])
+        );
+        assert_eq!(parsed.view.ingress.len(), 1, "the bad rules are dropped");
+        let errors: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        for (error, (field, problem)) in errors.iter().zip([
+            ("spec.ingress[1].ports[0]", "named port"),
+            ("spec.ingress[2].ports[0]", "below port"),
+            ("spec.ingress[3].ports[0]", "\"ICMP\""),
+            (
+                "spec.ingress[4].from[0].ipBlock.except[0]",
+                "not inside cidr",
+            ),
+            (
+                "spec.ingress[5].from[0]",
+                "needs podSelector, namespaceSelector or ipBlock",
+            ),
+        ]) {
+            assert!(error.contains(field) && error.contains(problem), "{error}");
+        }
+    }
+
+    #[test]
+    fn pods_read_network_status_without_the_cluster_network() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns", "annotations": {NETWORK_STATUS_ANNOTATION: json!([
+                {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.5"], "default": true},
+                {"name": "ns/macvlan", "interface": "net1", "ips": ["192.168.1.205", "fd00::5"]},
+            ]).to_string()}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [
+                {"name": "web", "containerPort": 80},
+                {"name": "bad", "containerPort": 80, "protocol": "ICMP"},
+            ]}]},
+        }))
+        .unwrap();
+        let parsed = PodView::from_pod(&pod).unwrap();
+        assert_eq!(parsed.view.interfaces.len(), 1);
+        let network: NetworkRef = "ns/macvlan".parse().unwrap();
+        assert_eq!(parsed.view.addresses_on(&network).count(), 2);
+        assert_eq!(
+            parsed
+                .view
+                .resolve_named_port("web", Protocol::Tcp)
+                .collect::<Vec<_>>(),
+            [80]
+        );
+        assert_eq!(parsed.errors.len(), 1);
+        assert!(parsed.errors[0]
+            .to_string()
+            .contains("Pod ns/p: spec.containers[0].ports[1]"));
+    }
+
+    #[test]
+    fn namespaces_carry_their_name_label() {
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": "prod", "labels": {"team": "x"}}}))
+                .unwrap();
+        let view = NamespaceView::from_namespace(&namespace).unwrap();
+        assert_eq!(
+            view.labels,
+            labels(&[("team", "x"), (NAMESPACE_NAME_LABEL, "prod")])
+        );
+    }
+}
