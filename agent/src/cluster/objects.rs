@@ -26,6 +26,12 @@ use netwarden_cni::{
 use super::{crd::v1beta2::MultiNetworkPolicy, crd::POLICY_FOR_ANNOTATION, Kind, ObjectKey};
 use crate::datapath::rules::{Direction, PeerBlock, PortRange, Protocol};
 
+/// A rule as the API has it: its peers (`from`/`to`) and ports.
+type RawRule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -554,11 +560,7 @@ impl PolicyView {
                 (ingress, egress)
             }
         };
-        let mut rules = |direction: Direction,
-                         raw: Vec<(
-            Option<&Vec<NetworkPolicyPeer>>,
-            Option<&Vec<NetworkPolicyPort>>,
-        )>| {
+        let mut rules = |direction: Direction, raw: Vec<RawRule>| {
             let (name, peers_name) = match direction {
                 Direction::Ingress => ("spec.ingress", "from"),
                 Direction::Egress => ("spec.egress", "to"),

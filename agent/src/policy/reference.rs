@@ -14,6 +14,12 @@ use k8s_openapi::{
 
 use crate::cluster::{crd::POLICY_FOR_ANNOTATION, Object};
 
+/// A rule as the API has it: its peers (`from`/`to`) and ports.
+type RawRule<'a> = (
+    Option<&'a Vec<NetworkPolicyPeer>>,
+    Option<&'a Vec<NetworkPolicyPort>>,
+);
+
 /// The other end of a connection.
 #[derive(Debug, Clone, Copy)]
 pub enum Party<'a> {
@@ -108,10 +114,7 @@ impl Reference<'_> {
                 continue;
             }
             isolated = true;
-            let rules: Vec<(
-                Option<&Vec<NetworkPolicyPeer>>,
-                Option<&Vec<NetworkPolicyPort>>,
-            )> = if ingress {
+            let rules: Vec<RawRule> = if ingress {
                 spec.ingress
                     .iter()
                     .flatten()
