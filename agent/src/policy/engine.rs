@@ -27,6 +27,9 @@ pub struct EngineConfig {
     pub standard_policy_networks: BTreeSet<NetworkRef>,
 }
 
+/// Above this many changed objects in one event, every local endpoint is recompiled.
+const WHOLESALE: usize = 64;
+
 /// A pod on a network: the unit of recompilation (all its interfaces there share tables
 /// but for their addresses).
 type Attachment = (PodKey, NetworkRef);
@@ -36,6 +39,8 @@ pub struct Engine {
     node: String,
     state: ClusterState,
     emitted: BTreeMap<Attachment, BTreeMap<InterfaceName, EndpointTables>>,
+    /// [`WHOLESALE`]; tests lower it to exercise both paths on small clusters.
+    wholesale_above: usize,
 }
 
 impl Engine {
@@ -44,15 +49,28 @@ impl Engine {
             node: config.node,
             state: ClusterState::new(config.standard_policy_networks),
             emitted: BTreeMap::new(),
+            wholesale_above: WHOLESALE,
         }
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_wholesale_above(&mut self, touched: usize) {
+        self.wholesale_above = touched;
     }
 
     /// Applies one event; returns the endpoints whose tables changed, in endpoint order.
     pub fn apply(&mut self, event: &ClusterEvent) -> Vec<EndpointChange> {
         let covered_before = self.state.covered_networks();
         let mut affected = BTreeSet::new();
-        for touched in self.state.apply(event) {
-            self.affected_by(&touched, &mut affected);
+        let touched = self.state.apply(event);
+        if touched.len() > self.wholesale_above {
+            // A resync touching many objects: recompiling every local endpoint costs less
+            // than finding out which ones each object affects.
+            self.all_local(&mut affected);
+        } else {
+            for touched in &touched {
+                self.affected_by(touched, &mut affected);
+            }
         }
         // Interfaces on a network that started or stopped being listed by any policy
         // start or stop being endpoints.
@@ -153,9 +171,10 @@ impl Engine {
                         }
                     }
                     // As a peer, or a destination whose named ports resolve.
+                    let namespace = self.state.namespace(&pod.key.namespace);
                     for network in pod.interfaces.iter().map(|i| &i.network) {
                         for policy in self.policies_on(network) {
-                            if self.may_reference(policy, pod) {
+                            if may_reference(policy, pod, &namespace) {
                                 self.selected_on(policy, network, affected);
                             }
                         }
@@ -206,30 +225,15 @@ impl Engine {
             .filter_map(|k| self.state.policies.get(k))
     }
 
-    /// Whether `policy`'s rules may resolve differently because of `pod`.
-    fn may_reference(&self, policy: &PolicyView, pod: &PodView) -> bool {
-        // Egress named ports resolve against every destination pod the peers admit;
-        // ipBlocks and "any" admit pods by address, so any pod may count.
-        let named_egress = policy.egress.iter().any(|r| match &r.ports {
-            RulePorts::Listed(entries) => {
-                entries.iter().any(|e| matches!(e.port, PortSpec::Named(_)))
+    /// Every local pod interface, and every attachment emitted so far (which may have
+    /// stopped being local).
+    fn all_local(&self, affected: &mut BTreeSet<Attachment>) {
+        affected.extend(self.emitted.keys().cloned());
+        for pod in self.state.pods.values().filter(|p| self.is_local(p)) {
+            for interface in &pod.interfaces {
+                affected.insert((pod.key.clone(), interface.network.clone()));
             }
-            RulePorts::Any => false,
-        });
-        if named_egress {
-            return true;
         }
-        let namespace = self.state.namespace(&pod.key.namespace);
-        all_peers(policy).any(|peer| match peer {
-            Peer::Pods { namespaces, pods } => {
-                let in_scope = match namespaces {
-                    NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
-                    NamespaceScope::Selected(selector) => selector.matches(&namespace.labels),
-                };
-                in_scope && pods.matches(&pod.labels)
-            }
-            Peer::Block(_) => false,
-        })
     }
 
     /// Local pods on `network` that `policy` selects.
@@ -276,6 +280,29 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `policy`'s rules may resolve differently because of `pod`.
+fn may_reference(policy: &PolicyView, pod: &PodView, namespace: &NamespaceView) -> bool {
+    // Egress named ports resolve against every destination pod the peers admit;
+    // ipBlocks and "any" admit pods by address, so any pod may count.
+    let named_egress = policy.egress.iter().any(|r| match &r.ports {
+        RulePorts::Listed(entries) => entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))),
+        RulePorts::Any => false,
+    });
+    if named_egress {
+        return true;
+    }
+    all_peers(policy).any(|peer| match peer {
+        Peer::Pods { namespaces, pods } => {
+            let in_scope = match namespaces {
+                NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
+                NamespaceScope::Selected(selector) => selector.matches(&namespace.labels),
+            };
+            in_scope && pods.matches(&pod.labels)
+        }
+        Peer::Block(_) => false,
+    })
 }
 
 fn all_peers(policy: &PolicyView) -> impl Iterator<Item = &Peer> {

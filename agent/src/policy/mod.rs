@@ -86,6 +86,7 @@ pub enum EndpointChange {
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod tests_property;

@@ -1,6 +1,9 @@
 //! The engine's copy of the cluster: typed views plus the indexes that let a change find
 //! what it affects, and the errors of objects that did not convert.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use netwarden_cni::NetworkRef;
 
@@ -52,11 +55,11 @@ impl ClusterState {
         self.policies_by_network.keys().cloned().collect()
     }
 
-    pub fn namespace(&self, name: &str) -> NamespaceView {
-        self.namespaces
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| NamespaceView::unlabelled(name))
+    pub fn namespace(&self, name: &str) -> Cow<'_, NamespaceView> {
+        match self.namespaces.get(name) {
+            Some(namespace) => Cow::Borrowed(namespace),
+            None => Cow::Owned(NamespaceView::unlabelled(name)),
+        }
     }
 
     /// All namespaces that hold pods or exist as objects.

@@ -539,11 +539,13 @@ proptest! {
     fn incremental_results_equal_a_fresh_compile(
         clusters in [cluster(), cluster()],
         steps in prop::collection::vec(step(), 1..25),
+        wholesale_above in prop::sample::select(vec![0, 3, usize::MAX]),
     ) {
         // By full key: a slot's object may sit in another namespace in the other cluster,
         // and then both exist until one is deleted.
         let mut current: BTreeMap<ObjectKey, Object> = BTreeMap::new();
         let mut engine = fixtures::engine_with(&STANDARD, &[]);
+        engine.set_wholesale_above(wholesale_above);
         let mut seen: BTreeMap<EndpointId, EndpointTables> = BTreeMap::new();
         for step in steps {
             let event = match step {
