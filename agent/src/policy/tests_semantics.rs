@@ -408,10 +408,17 @@ fn point9_named_ports_resolve_against_the_destination_pod() {
         "dns",
         json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"port": "dns"}]}]}),
     )]);
-    assert!(!allowed(&tcp_dns, CLIENT, SERVER, 53));
-    assert!(tcp_dns
-        .explain(&flow(CLIENT, SERVER, Protocol::Udp, 53))
-        .allowed());
+    let udp = |engine: &Engine| {
+        engine
+            .explain(&flow(CLIENT, SERVER, Protocol::Udp, 53))
+            .allowed()
+    };
+    assert!(!allowed(&tcp_dns, CLIENT, SERVER, 53) && !udp(&tcp_dns));
+    let udp_dns = with(&[policy(
+        "dns",
+        json!({"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"ports": [{"protocol": "UDP", "port": "dns"}]}]}),
+    )]);
+    assert!(udp(&udp_dns) && !allowed(&udp_dns, CLIENT, SERVER, 53));
     // Egress: each destination's own ports (server web = 80, client web = 8080).
     let egress = with(&[policy(
         "out",
