@@ -175,7 +175,7 @@ impl Engine {
                     for network in pod.interfaces.iter().map(|i| &i.network) {
                         for policy in self.policies_on(network) {
                             if may_reference(policy, pod, &namespace) {
-                                self.selected_on(policy, network, affected);
+                                self.local_on(network, Some(policy), affected);
                             }
                         }
                     }
@@ -198,7 +198,7 @@ impl Engine {
                     });
                     if selects_it {
                         for network in &policy.networks {
-                            self.selected_on(policy, network, affected);
+                            self.local_on(network, Some(policy), affected);
                         }
                     }
                 }
@@ -206,7 +206,7 @@ impl Engine {
             Touched::Policy(old, new) => {
                 for policy in old.iter().chain(new) {
                     for network in &policy.networks {
-                        self.selected_on(policy, network, affected);
+                        self.local_on(network, Some(policy), affected);
                     }
                 }
             }
@@ -234,16 +234,6 @@ impl Engine {
                 affected.insert((pod.key.clone(), interface.network.clone()));
             }
         }
-    }
-
-    /// Local pods on `network` that `policy` selects.
-    fn selected_on(
-        &self,
-        policy: &PolicyView,
-        network: &NetworkRef,
-        affected: &mut BTreeSet<Attachment>,
-    ) {
-        self.local_on(network, Some(policy), affected);
     }
 
     /// Local pods with an interface on `network` (only those `policy` selects, if given).

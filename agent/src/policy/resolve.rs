@@ -11,8 +11,8 @@ use netwarden_cni::NetworkRef;
 use super::{state::ClusterState, DirectionProvenance, Provenance, RuleOrigin};
 use crate::{
     cluster::objects::{
-        NamespaceScope, Peer, PodView, PolicyView, PortEntry, PortSpec, RulePeers, RulePorts,
-        RuleView,
+        NamespaceScope, Peer, PodKey, PodView, PolicyView, PortEntry, PortSpec, RulePeers,
+        RulePorts, RuleView,
     },
     datapath::rules::{
         Direction, EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Rule,
@@ -150,8 +150,7 @@ fn named_egress(
     network: &NetworkRef,
 ) -> Vec<Rule> {
     // Destination pod addresses the rule's peers admit.
-    let mut destinations: BTreeMap<&crate::cluster::objects::PodKey, BTreeSet<IpAddr>> =
-        BTreeMap::new();
+    let mut destinations: BTreeMap<&PodKey, BTreeSet<IpAddr>> = BTreeMap::new();
     let on_network = || {
         state
             .pods_by_network
