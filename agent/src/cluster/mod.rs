@@ -6,6 +6,7 @@
 pub mod crd;
 pub mod kube_api;
 pub mod manifest_dir;
+pub mod objects;
 pub mod source;
 
 use k8s_openapi::api::{
