@@ -7,6 +7,7 @@ pub mod crd;
 pub mod kube_api;
 pub mod manifest_dir;
 pub mod source;
+pub mod store;
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},
