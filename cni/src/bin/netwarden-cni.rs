@@ -29,12 +29,6 @@ fn main() {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
     let config: serde_json::Value = serde_json::from_slice(&stdin).unwrap_or_default();
-    // Errors are written in the version the runtime asked for, when it is one we speak.
-    let version = config
-        .get("cniVersion")
-        .and_then(|v| v.as_str())
-        .and_then(|v| v.parse::<Version>().ok())
-        .unwrap_or(Version::LATEST);
     let error = match run(&config, stdin) {
         Ok(None) => return,
         Ok(Some(output)) => {
