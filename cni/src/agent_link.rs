@@ -40,9 +40,13 @@ pub enum AgentRequest {
 pub enum AgentResponse {
     Pong,
     /// Exit 0; `stdout` (when present) is printed as is.
-    Success { stdout: Option<String> },
+    Success {
+        stdout: Option<String>,
+    },
     /// Exit 1; the error is printed as CNI error JSON.
-    Failure { error: CniError },
+    Failure {
+        error: CniError,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

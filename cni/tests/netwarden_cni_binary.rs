@@ -67,7 +67,8 @@ fn del_without_the_agent_uses_the_cache_and_refuses_a_corrupt_one() {
         "cniVersion": "1.0.0",
         "cacheDir": dir.path(),
         "socket": dir.path().join("no-agent.sock"),
-    }).to_string();
+    })
+    .to_string();
     let del = [
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "abc"),

@@ -136,14 +136,23 @@ mod tests {
         assert_eq!(config.max_concurrent, 8);
         assert!(!config.namespace_isolation);
         let error = parse("{}").unwrap_err().to_string();
-        assert!(error.contains("attach.json") && error.contains("clusterNetwork"), "{error}");
+        assert!(
+            error.contains("attach.json") && error.contains("clusterNetwork"),
+            "{error}"
+        );
     }
 
     #[test]
     fn bad_values_name_the_field() {
         let cases = [
-            (r#"{"clusterNetwork":"x","maxConcurrent":0}"#, "maxConcurrent"),
-            (r#"{"clusterNetwork":"x","podWaitSeconds":-1}"#, "podWaitSeconds"),
+            (
+                r#"{"clusterNetwork":"x","maxConcurrent":0}"#,
+                "maxConcurrent",
+            ),
+            (
+                r#"{"clusterNetwork":"x","podWaitSeconds":-1}"#,
+                "podWaitSeconds",
+            ),
             (r#"{"clusterNetwork":"x","binDirs":[]}"#, "binDirs"),
             (r#"{"clusterNetwork":"x","sockett":"/x"}"#, "sockett"),
         ];

@@ -2,10 +2,7 @@
 use std::path::PathBuf;
 
 use netwarden_cni::{
-    cache::CacheError,
-    plan::PlanError,
-    protocol::ErrorCode,
-    sandbox::SandboxError,
+    cache::CacheError, plan::PlanError, protocol::ErrorCode, sandbox::SandboxError,
 };
 
 use crate::cluster::{

@@ -62,8 +62,8 @@ async fn connection<S: ClusterSource + Send + Sync + 'static>(
         .take(MAX_MESSAGE as u64 + 1)
         .read_until(b'\n', &mut line)
         .await?;
-    let request: AgentRequest = agent_link::decode(&line)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let request: AgentRequest =
+        agent_link::decode(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let response = match request {
         _ if uid != 0 => failure(Version::LATEST, &AttachError::NotRoot { uid }),
         AgentRequest::Ping => AgentResponse::Pong,

@@ -105,7 +105,11 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         }
     }
 
-    async fn add(self: &Arc<Self>, request: Request, version: Version) -> Result<String, AttachError> {
+    async fn add(
+        self: &Arc<Self>,
+        request: Request,
+        version: Version,
+    ) -> Result<String, AttachError> {
         let identity = request.args.pod().ok_or(AttachError::NoPod)?;
         let pod_ref = PodRef {
             namespace: identity.namespace,
@@ -118,7 +122,9 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let (Some(container_id), Some(netns), Some(ifname)) =
             (request.container_id, request.netns, request.ifname)
         else {
-            return Err(AttachError::MissingEnv("CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME"));
+            return Err(AttachError::MissingEnv(
+                "CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME",
+            ));
         };
         let cluster = ClusterNetwork {
             config: self.cluster_network()?,
@@ -276,7 +282,10 @@ fn container_id(request: &Request) -> Result<&ContainerId, AttachError> {
 
 /// The runtime's cniVersion: results and errors are written in it.
 pub fn runtime_version(config: &Value) -> Result<Version, AttachError> {
-    let asked = config.get("cniVersion").and_then(Value::as_str).unwrap_or("");
+    let asked = config
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     asked
         .parse::<Version>()
         .ok()

@@ -211,8 +211,14 @@ mod tests {
         let network = NetworkRef::parse("macvlan-conf", "dev").unwrap();
         assert!(store.network_attachment_definition(&network).is_some());
 
-        store.apply(ClusterEvent::Resynced(Kind::Pod, vec![pod("dev", "b", "2")]));
-        assert!(store.pod(&pod_ref("a")).is_none(), "resync keeps a gone pod");
+        store.apply(ClusterEvent::Resynced(
+            Kind::Pod,
+            vec![pod("dev", "b", "2")],
+        ));
+        assert!(
+            store.pod(&pod_ref("a")).is_none(),
+            "resync keeps a gone pod"
+        );
         assert!(
             store.network_attachment_definition(&network).is_some(),
             "a pod resync dropped a NAD"

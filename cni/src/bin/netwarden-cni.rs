@@ -43,8 +43,8 @@ fn main() {
 
 fn run(config: &serde_json::Value, stdin: Vec<u8>) -> Result<Option<String>, CniError> {
     let fail = |(code, msg): Failure| CniError::new(version_of(config), code, msg);
-    let request = Request::from_env()
-        .map_err(|e| fail((ErrorCode::InvalidEnvironment, e.to_string())))?;
+    let request =
+        Request::from_env().map_err(|e| fail((ErrorCode::InvalidEnvironment, e.to_string())))?;
     if request.command == Command::Version {
         return Ok(Some(
             serde_json::to_string(&VersionInfo::netwarden()).expect("version info serializes"),
