@@ -260,7 +260,7 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["c1.json"]);
-        assert_eq!(cache.container_ids().unwrap(), [id.clone()]);
+        assert_eq!(cache.container_ids().unwrap(), std::slice::from_ref(&id));
         cache.remove(&id).unwrap();
         assert_eq!(cache.read(&id).unwrap(), None);
         cache.remove(&id).unwrap();

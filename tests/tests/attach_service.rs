@@ -515,3 +515,37 @@ fn a_burst_of_concurrent_adds_all_succeed() {
     });
     assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
 }
+
+#[test]
+fn a_non_root_caller_gets_a_cni_error_even_when_it_can_reach_the_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let lab = Lab::new("att-uid");
+    // The socket is root-only (0600); open it up so the peer-credential check is what
+    // refuses the caller. The temp dir must be traversable too.
+    for path in [lab.dir.path().to_owned(), lab.socket()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "socket": lab.socket()});
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary("netwarden-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", "STATUS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("netwarden-cni starts as nobody");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.to_string().as_bytes())
+        .expect("config written");
+    let out = child.wait_with_output().expect("netwarden-cni ends");
+    let error: Value = serde_json::from_slice(&out.stdout).expect("CNI error JSON");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        error["msg"].as_str().unwrap_or("").contains("only root"),
+        "{error}"
+    );
+}

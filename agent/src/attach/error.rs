@@ -29,13 +29,13 @@ pub enum AttachError {
     #[error("cluster network config {path}: {problem}")]
     ClusterNetwork { path: PathBuf, problem: String },
     #[error("pod {pod}: {source}")]
-    Plan { pod: PodRef, source: PlanError },
+    Plan { pod: PodRef, source: Box<PlanError> },
     #[error("{0}")]
     Sandbox(#[from] SandboxError),
     #[error("pod {pod}: writing network-status: {source}; every network was deleted again{}", rollback_text(.rollback))]
     Status {
         pod: PodRef,
-        source: SourceError,
+        source: Box<SourceError>,
         rollback: Option<Box<AttachError>>,
     },
     #[error("GC: {0}")]

@@ -150,7 +150,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
                 .map(Box::new);
             return Err(AttachError::Status {
                 pod: pod_ref,
-                source,
+                source: Box::new(source),
                 rollback,
             });
         }
@@ -192,7 +192,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         )
         .map_err(|source| AttachError::Plan {
             pod: pod_ref.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 
