@@ -17,6 +17,20 @@ enum Command {
     /// Show a flow passing, dropped by the eBPF classifier in a network namespace, and
     /// passing again (needs root).
     Demo,
+    /// Serve the attach socket netwarden-cni talks to (the attach part of the agent alone;
+    /// for tests and the lab).
+    #[command(hide = true)]
+    AttachService {
+        /// The attach configuration (JSON).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Where cluster state comes from: `kube` or `dir:PATH`.
+        #[arg(long, default_value = "kube")]
+        cluster: netwarden_agent::cluster::source::ClusterSourceSpec,
+        /// This node's name (the Kubernetes source keeps this node's pods in full).
+        #[arg(long, default_value = "")]
+        node: String,
+    },
 }
 
 #[tokio::main]
@@ -28,5 +42,16 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo => netwarden_agent::lab::demo::run().await,
+        Command::AttachService {
+            config,
+            cluster,
+            node,
+        } => {
+            let config = netwarden_agent::attach::AttachConfig::load(&config)?;
+            let source = cluster
+                .open(netwarden_agent::cluster::source::NodeName(node))
+                .await?;
+            Ok(netwarden_agent::attach::run(config, source).await?)
+        }
     }
 }

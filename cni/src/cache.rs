@@ -188,6 +188,30 @@ impl Cache {
             }),
         }
     }
+
+    /// The container IDs that have a record (for GC). Temporary files and names that are
+    /// not container IDs are not records.
+    pub fn container_ids(&self) -> Result<Vec<ContainerId>, CacheError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(CacheError::Io {
+                    path: self.dir.clone(),
+                    action: "list",
+                    source,
+                })
+            }
+        };
+        let mut ids: Vec<ContainerId> = entries
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                name.strip_suffix(".json")?.parse().ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +247,7 @@ mod tests {
         let cache = Cache::new(dir.path().join("cache"));
         let id: ContainerId = "c1".parse().unwrap();
         assert_eq!(cache.read(&id).unwrap(), None);
+        assert_eq!(cache.container_ids().unwrap(), []);
         let mut rec = record("c1");
         cache.write(&rec).unwrap();
         assert_eq!(cache.read(&id).unwrap(), Some(rec.clone()));
@@ -235,6 +260,7 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["c1.json"]);
+        assert_eq!(cache.container_ids().unwrap(), std::slice::from_ref(&id));
         cache.remove(&id).unwrap();
         assert_eq!(cache.read(&id).unwrap(), None);
         cache.remove(&id).unwrap();

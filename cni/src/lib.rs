@@ -1,4 +1,5 @@
 //! netwarden's attach component: the types and duties of the CNI side.
+pub mod agent_link;
 pub mod cache;
 pub mod delegate;
 pub mod exec;

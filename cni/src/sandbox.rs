@@ -11,7 +11,7 @@ use crate::{
     cache::{AttachmentRecord, Cache, CacheError, SandboxRecord},
     delegate::DelegateError,
     exec::PluginRunner,
-    protocol::{CniArgs, Command, ContainerId, Request},
+    protocol::{CniArgs, Command, ContainerId, ErrorCode, Request},
     routes::{self, RouteError},
 };
 
@@ -80,6 +80,19 @@ pub enum SandboxError {
     Unknown { sandbox: String },
     #[error("DEL from the cache: the request has no CNI_CONTAINERID")]
     NoContainerId,
+}
+
+impl SandboxError {
+    /// The CNI error code to report: a cache that cannot be read needs a person
+    /// (I/O error); delegates that failed may succeed when retried.
+    pub fn cni_code(&self) -> ErrorCode {
+        match self {
+            Self::Cache(_) => ErrorCode::Io,
+            Self::Unknown { .. } => ErrorCode::UnknownContainer,
+            Self::NoContainerId => ErrorCode::InvalidEnvironment,
+            _ => ErrorCode::TryAgainLater,
+        }
+    }
 }
 
 fn rollback_text(rollback: &[AttachmentFailure]) -> String {

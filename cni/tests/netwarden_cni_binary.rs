@@ -63,7 +63,12 @@ fn errors_are_cni_error_json_in_the_requested_version() {
 #[test]
 fn del_without_the_agent_uses_the_cache_and_refuses_a_corrupt_one() {
     let dir = tempfile::tempdir().unwrap();
-    let config = serde_json::json!({"cniVersion": "1.0.0", "cacheDir": dir.path()}).to_string();
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "cacheDir": dir.path(),
+        "socket": dir.path().join("no-agent.sock"),
+    })
+    .to_string();
     let del = [
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "abc"),

@@ -8,6 +8,7 @@ pub mod kube_api;
 pub mod manifest_dir;
 pub mod objects;
 pub mod source;
+pub mod store;
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Pod},

@@ -1,0 +1,298 @@
+//! The CNI commands as the agent performs them: ADD plans the pod's networks from the
+//! cluster state and runs them as one sandbox, then publishes network-status; DEL, CHECK
+//! and GC work from the per-sandbox cache alone. Requests for the same container never
+//! overlap; delegate work runs on blocking threads, at most `maxConcurrent` at once.
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, Weak},
+};
+
+use netwarden_cni::{
+    cache::{AttachmentRecord, Cache},
+    exec::PluginRunner,
+    plan::{self, ClusterNetwork, PlanContext},
+    protocol::{Command, ConfList, ContainerId, Request, Version, VersionInfo},
+    resolve::{DeviceAllocations, Isolation, NadSpec},
+    sandbox::{self, SandboxError, SandboxSpec, PLUGIN_TIMEOUT},
+    status::build_network_status,
+    NetworkRef,
+};
+use serde_json::Value;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
+
+use super::{config::AttachConfig, error::AttachError};
+use crate::cluster::{
+    source::{ClusterSource, PodRef},
+    store::Store,
+};
+
+/// The runtime's GC key listing the attachments it still wants.
+const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
+
+pub struct AttachService<S> {
+    config: AttachConfig,
+    store: Store,
+    source: S,
+    runner: PluginRunner,
+    cache: Cache,
+    isolation: Isolation,
+    /// Permits to run delegates.
+    running: Arc<Semaphore>,
+    /// One lock per container ID with a request in flight.
+    sandboxes: Mutex<HashMap<ContainerId, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl<S> AttachService<S> {
+    pub fn config(&self) -> &AttachConfig {
+        &self.config
+    }
+}
+
+impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
+    pub fn new(config: AttachConfig, store: Store, source: S) -> Self {
+        Self {
+            runner: PluginRunner::new(config.bin_dirs.clone(), PLUGIN_TIMEOUT),
+            cache: Cache::new(&config.cache_dir),
+            isolation: Isolation::new(
+                config.namespace_isolation,
+                config.global_namespaces.as_deref(),
+            ),
+            running: Arc::new(Semaphore::new(config.max_concurrent)),
+            sandboxes: Mutex::default(),
+            config,
+            store,
+            source,
+        }
+    }
+
+    /// Performs `request` with the runtime's stdin `config`; Ok is what goes to stdout.
+    pub async fn handle(
+        self: &Arc<Self>,
+        request: Request,
+        config: &str,
+    ) -> Result<Option<String>, AttachError> {
+        let config: Value =
+            serde_json::from_str(config).map_err(|e| AttachError::BadStdin(e.to_string()))?;
+        let version = runtime_version(&config)?;
+        match request.command {
+            Command::Version => Ok(Some(
+                serde_json::to_string(&VersionInfo::netwarden()).expect("version info serializes"),
+            )),
+            // Answering at all means the agent is serving, with its cluster state synced.
+            Command::Status => Ok(None),
+            Command::Add => {
+                let id = container_id(&request)?;
+                let _sandbox = self.lock(id).await;
+                self.add(request, version).await.map(Some)
+            }
+            Command::Del => {
+                let id = container_id(&request)?.clone();
+                let _sandbox = self.lock(&id).await;
+                let netns = request.netns;
+                self.blocking(move |s| sandbox::del(&s.runner, &s.cache, &id, netns))
+                    .await?;
+                Ok(None)
+            }
+            Command::Check => {
+                let id = container_id(&request)?.clone();
+                let netns = request.netns.ok_or(AttachError::MissingEnv("CNI_NETNS"))?;
+                let _sandbox = self.lock(&id).await;
+                self.blocking(move |s| sandbox::check(&s.runner, &s.cache, &id, netns))
+                    .await?;
+                Ok(None)
+            }
+            Command::Gc => self.gc(&config).await.map(|()| None),
+        }
+    }
+
+    async fn add(
+        self: &Arc<Self>,
+        request: Request,
+        version: Version,
+    ) -> Result<String, AttachError> {
+        let identity = request.args.pod().ok_or(AttachError::NoPod)?;
+        let pod_ref = PodRef {
+            namespace: identity.namespace,
+            name: identity.name,
+        };
+        let pod = self
+            .store
+            .wait_for_pod(&pod_ref, &identity.uid, self.config.pod_wait())
+            .await?;
+        let (Some(container_id), Some(netns), Some(ifname)) =
+            (request.container_id, request.netns, request.ifname)
+        else {
+            return Err(AttachError::MissingEnv(
+                "CNI_CONTAINERID, CNI_NETNS or CNI_IFNAME",
+            ));
+        };
+        let cluster = ClusterNetwork {
+            config: self.cluster_network()?,
+            ifname,
+        };
+        let annotations = pod.metadata.annotations.unwrap_or_default();
+        let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
+        let spec = SandboxSpec {
+            container_id: container_id.clone(),
+            netns: netns.clone(),
+            args: request.args,
+            cni_path: request.path,
+        };
+        let record = self
+            .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
+            .await?;
+        let entries = build_network_status(&record.attachments);
+        if let Err(source) = self.source.write_network_status(&pod_ref, &entries).await {
+            let rollback = self
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &container_id, Some(netns)))
+                .await
+                .err()
+                .map(Box::new);
+            return Err(AttachError::Status {
+                pod: pod_ref,
+                source: Box::new(source),
+                rollback,
+            });
+        }
+        let result = record.attachments[0]
+            .result
+            .as_ref()
+            .expect("sandbox::add returns every result");
+        Ok(result.to_value(version).to_string())
+    }
+
+    /// The pod's attachments, in order; planning is pure and quick, so it runs inline.
+    fn plan(
+        &self,
+        pod_ref: &PodRef,
+        annotations: &BTreeMap<String, String>,
+        cluster: &ClusterNetwork,
+    ) -> Result<Vec<AttachmentRecord>, AttachError> {
+        let nads = |network: &NetworkRef| {
+            let nad = self.store.network_attachment_definition(network)?;
+            Some(NadSpec {
+                network: network.clone(),
+                config: nad.spec.config.unwrap_or_default(),
+                annotations: nad.metadata.annotations.unwrap_or_default(),
+            })
+        };
+        let context = PlanContext {
+            nads: &nads,
+            isolation: &self.isolation,
+            config_dir: &self.config.config_dir,
+        };
+        // Devices allocated by a device plugin are not known to the agent yet: only a
+        // `deviceID` in the pod's annotation reaches a delegate.
+        plan::plan(
+            &pod_ref.namespace,
+            annotations,
+            cluster,
+            &context,
+            &mut DeviceAllocations::default(),
+        )
+        .map_err(|source| AttachError::Plan {
+            pod: pod_ref.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    /// GC: DEL every cached sandbox the runtime no longer lists. A sandbox with a request in
+    /// flight is left alone (its ADD may not be known to the runtime yet).
+    async fn gc(self: &Arc<Self>, config: &Value) -> Result<(), AttachError> {
+        let valid: BTreeSet<String> = config
+            .get(VALID_ATTACHMENTS)
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|a| a.get("containerID")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cached = self.cache.container_ids()?;
+        let mut failures = Vec::new();
+        for id in cached.into_iter().filter(|id| !valid.contains(id.as_str())) {
+            let Ok(_sandbox) = self.sandbox_lock(&id).try_lock_owned() else {
+                continue;
+            };
+            let result = self
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &id, None))
+                .await;
+            match result {
+                Ok(()) => {}
+                Err(AttachError::Sandbox(error)) => failures.push(error),
+                Err(other) => return Err(other),
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(AttachError::Gc(failures))
+        }
+    }
+
+    fn cluster_network(&self) -> Result<ConfList, AttachError> {
+        let path = &self.config.cluster_network;
+        let problem = |problem: String| AttachError::ClusterNetwork {
+            path: path.clone(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| problem(e.to_string()))?;
+        ConfList::parse(&text, None).map_err(|e| problem(e.to_string()))
+    }
+
+    fn sandbox_lock(&self, id: &ContainerId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut sandboxes = self.sandboxes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = sandboxes.get(id).and_then(Weak::upgrade) {
+            return lock;
+        }
+        sandboxes.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        sandboxes.insert(id.clone(), Arc::downgrade(&lock));
+        lock
+    }
+
+    async fn lock(&self, id: &ContainerId) -> OwnedMutexGuard<()> {
+        self.sandbox_lock(id).lock_owned().await
+    }
+
+    /// Runs delegate work on a blocking thread once a `running` permit is free.
+    async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Self) -> Result<T, SandboxError> + Send + 'static,
+    ) -> Result<T, AttachError> {
+        let _permit = self
+            .running
+            .acquire()
+            .await
+            .map_err(|e| AttachError::Task(e.to_string()))?;
+        let service = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&service))
+            .await
+            .map_err(|e| AttachError::Task(e.to_string()))?
+            .map_err(AttachError::from)
+    }
+}
+
+fn container_id(request: &Request) -> Result<&ContainerId, AttachError> {
+    request
+        .container_id
+        .as_ref()
+        .ok_or(AttachError::MissingEnv("CNI_CONTAINERID"))
+}
+
+/// The runtime's cniVersion: results and errors are written in it.
+pub fn runtime_version(config: &Value) -> Result<Version, AttachError> {
+    let asked = config
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    asked
+        .parse::<Version>()
+        .ok()
+        .filter(|v| Version::RUNTIME_SUPPORTED.contains(v))
+        .ok_or_else(|| {
+            AttachError::Version(format!(
+                "network config cniVersion {asked:?} is not one of 0.3.1, 0.4.0, 1.0.0, 1.1.0"
+            ))
+        })
+}
