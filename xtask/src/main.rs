@@ -104,6 +104,10 @@ fn test(root: &Path) -> Result<()> {
             &["test", "--workspace", "--exclude", "netwarden-tests"],
         )
     })?;
+    // The end-to-end tests run the real `netwarden` and `netwarden-cni` binaries.
+    run::phase("build binaries", || {
+        run::cargo(root, &["build", "--workspace", "--bins"])
+    })?;
     run::phase("privileged end-to-end tests", || {
         run::cargo(root, &["test", "-p", "netwarden-tests"])
     })?;
