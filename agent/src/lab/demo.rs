@@ -1,9 +1,14 @@
 //! The smallest real demo: one packet flow passing, dropped by the eBPF classifier inside
-//! a network namespace, and passing again once the classifier is detached.
+//! a network namespace once the server's ingress is isolated with no rule for the client,
+//! and passing again once a rule allows it.
 use anyhow::{ensure, Context};
+use ipnet::IpNet;
 
 use super::topology::PodPair;
-use crate::datapath::Datapath;
+use crate::datapath::{
+    pins::ScratchPinRoot, rules::Direction, Datapath, EndpointSettings, EndpointTables,
+    PeerEntry,
+};
 
 /// Runs the demo, printing each step; fails if any step does not behave as it says.
 pub async fn run() -> anyhow::Result<()> {
@@ -17,19 +22,43 @@ pub async fn run() -> anyhow::Result<()> {
     );
     step(&pods, "before netwarden", true)?;
 
-    let mut datapath = Datapath::load().context("loading netwarden's eBPF object")?;
-    let attachment = datapath.attach(&pods.server_interface())?;
-    println!("attached the classifier to {}", attachment.target());
-    step(&pods, "attached, deny map empty", true)?;
+    // Its own pin directory, removed at the end: the demo never touches a real agent's.
+    let pins = ScratchPinRoot::create("demo");
+    let mut datapath =
+        Datapath::load_at(pins.root().clone()).context("loading netwarden's eBPF object")?;
+    let server = datapath.attach(&pods.server_interface())?;
+    println!("attached ingress + egress classifiers to {}", pods.server_interface());
+    let addresses = [PodPair::SERVER_ADDRESS.into()];
+    let open = EndpointTables::default();
+    datapath.program(&server, &open, &addresses, EndpointSettings::default())?;
+    step(&pods, "attached, not isolated", true)?;
 
-    datapath.deny_source(PodPair::CLIENT_ADDRESS)?;
-    println!("deny map: + {}", PodPair::CLIENT_ADDRESS);
-    step(&pods, "client denied", false)?;
+    let isolated = EndpointTables {
+        ingress_isolated: true,
+        ..EndpointTables::default()
+    };
+    datapath.program(&server, &isolated, &addresses, EndpointSettings::default())?;
+    println!("server ingress isolated, no rule");
+    step(&pods, "client not allowed", false)?;
 
-    datapath.detach(attachment)?;
-    println!("detached the classifier");
+    let allowed = EndpointTables {
+        ingress_isolated: true,
+        peers: vec![PeerEntry {
+            direction: Direction::Ingress,
+            prefix: IpNet::from(std::net::IpAddr::from(PodPair::CLIENT_ADDRESS)),
+            class: 1,
+            allow_all: true,
+        }],
+        ..EndpointTables::default()
+    };
+    datapath.program(&server, &allowed, &addresses, EndpointSettings::default())?;
+    println!("rule: ingress from {} allowed", PodPair::CLIENT_ADDRESS);
+    step(&pods, "client allowed", true)?;
+
+    datapath.detach(&pods.server_interface())?;
+    println!("detached the classifiers");
     step(&pods, "detached", true)?;
-    println!("demo finished; removing its namespaces");
+    println!("demo finished; removing its namespaces and pins");
     Ok(())
 }
 
