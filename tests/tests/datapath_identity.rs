@@ -1,7 +1,7 @@
 //! Privileged: the endpoint identity the classifiers compute from a real packet, on both
 //! hooks, is the key the agent computes from userspace (SO_NETNS_COOKIE, ifindex).
 use netwarden_agent::{
-    datapath::{pins::ScratchPinRoot, Datapath, EndpointSettings, EndpointTables, Reason},
+    datapath::{pins::ScratchPinRoot, Datapath, EndpointSettings, Reason, rules::EndpointPolicy},
     lab::topology::PodPair,
 };
 
@@ -14,7 +14,7 @@ async fn both_hooks_see_the_pod_namespace_cookie_the_agent_reads() -> anyhow::Re
     let server = datapath.attach(&pods.server_interface())?;
     datapath.program(
         &server,
-        &EndpointTables::default(),
+        &EndpointPolicy::default(),
         &[PodPair::SERVER_ADDRESS.into()],
         EndpointSettings::default(),
     )?;

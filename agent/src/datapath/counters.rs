@@ -2,7 +2,7 @@
 use aya::maps::PerCpuHashMap;
 use netwarden_common::{names, verdict, Counter, CounterKey, EndpointKey};
 
-use super::{rules::Direction, tables::direction_code, Datapath, DatapathError};
+use super::{compile::direction_byte, rules::Direction, Datapath, DatapathError};
 
 /// Packets and bytes one direction allowed and denied.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Datapath {
         let read = |direction: Direction, v: u8| -> Result<Counter, DatapathError> {
             let key = CounterKey {
                 endpoint: id,
-                direction: direction_code(direction),
+                direction: direction_byte(direction),
                 verdict: v,
                 _pad: [0; 2],
             };

@@ -6,6 +6,7 @@
 //! and nothing is attached twice. Table layouts and the per-packet algorithm are documented
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
+pub mod compile;
 mod counters;
 mod events;
 mod loader;
@@ -24,7 +25,7 @@ pub use attach::endpoint_key;
 pub use counters::{DirectionCounters, EndpointCounters};
 pub use events::{DatapathEvent, Reason, Verdict, VerdictEvents};
 pub use netwarden_common::EndpointKey;
-pub use tables::{EndpointSettings, EndpointTables, PeerEntry, PortEntry};
+pub use tables::{addr16, EndpointSettings};
 pub use test_run::{Hook, TestRunOutcome};
 
 use crate::netns::NetnsError;
@@ -69,8 +70,6 @@ pub enum DatapathError {
     },
     #[error("endpoint (netns cookie {}, ifindex {}) is not programmed", .0.netns_cookie, .0.ifindex)]
     NotProgrammed(EndpointKey),
-    #[error("endpoint table entry {field}: {reason}")]
-    Table { field: &'static str, reason: String },
     #[error("every endpoint id is in use")]
     NoFreeEndpointId,
     #[error("BPF_PROG_TEST_RUN of {program}: {source}")]

@@ -1,5 +1,6 @@
-//! The table writer: puts an endpoint's compiled entries into `PEERS`/`PORTS`, its
-//! addresses into `ADDRESSES`, and flips `ENDPOINTS` so packets switch tables at once.
+//! The table writer: compiles an endpoint's policy (`compile.rs`) into the generation not
+//! in use, puts the entries into `PEERS`/`PORTS`, its addresses into `ADDRESSES`, and
+//! flips `ENDPOINTS` so packets switch tables at once.
 //!
 //! Order of a swap: write the new generation's entries (invisible: the live config still
 //! names the old generation), replace the `ENDPOINTS` value in one update (new generation,
@@ -11,48 +12,16 @@ use aya::maps::{
     lpm_trie::{Key, LpmTrie},
     HashMap, MapData, PerCpuHashMap,
 };
-use ipnet::IpNet;
 use netwarden_common::{
-    endpoint_flags, names, peer_flags, Addr, AddressKey, Counter, CounterKey, EndpointConfig,
-    EndpointKey, FlowKey, FlowState, PeerKey, PeerValue, PortKey, PortValue,
-    PEER_KEY_HEADER_BITS, PORT_KEY_HEADER_BITS,
+    endpoint_flags, names, Addr, AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey,
+    FlowKey, FlowState, PeerKey, PeerValue, PortKey, PortValue,
 };
 
 use super::{
-    rules::{Direction, Protocol},
+    compile,
+    rules::EndpointPolicy,
     Datapath, DatapathError,
 };
-
-/// One `PEERS` entry: peers in `prefix` get `class` (or everything, with `allow_all`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerEntry {
-    pub direction: Direction,
-    pub prefix: IpNet,
-    pub class: u32,
-    pub allow_all: bool,
-}
-
-/// One `PORTS` entry: `class` may reach destination ports `port/prefix_len` of `protocol`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PortEntry {
-    pub direction: Direction,
-    pub protocol: Protocol,
-    pub class: u32,
-    pub port: u16,
-    /// 0..=16 leading bits of `port` that must match.
-    pub prefix_len: u8,
-    /// Opaque tag naming the policy rule (events, explain).
-    pub rule: u32,
-}
-
-/// An endpoint's compiled tables: what is isolated and the entries that allow traffic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointTables {
-    pub ingress_isolated: bool,
-    pub egress_isolated: bool,
-    pub peers: Vec<PeerEntry>,
-    pub ports: Vec<PortEntry>,
-}
 
 /// Per-endpoint switches that are not policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +30,19 @@ pub struct EndpointSettings {
     pub anti_spoof: bool,
     /// Report allowed new flows as events too.
     pub report_allows: bool,
+}
+
+impl EndpointSettings {
+    fn flags(self) -> u32 {
+        let mut flags = 0;
+        if self.anti_spoof {
+            flags |= endpoint_flags::ANTI_SPOOF;
+        }
+        if self.report_allows {
+            flags |= endpoint_flags::REPORT_ALLOWS;
+        }
+        flags
+    }
 }
 
 impl Default for EndpointSettings {
@@ -84,23 +66,22 @@ struct Written {
 pub(super) struct WrittenIndex(StdHashMap<u32, Written>);
 
 impl Datapath {
-    /// Replaces the tables, addresses and settings of an attached endpoint in one step as
+    /// Replaces the policy, addresses and settings of an attached endpoint in one step as
     /// packets see it, and returns the configuration now live.
     pub fn program(
         &mut self,
         endpoint: &EndpointKey,
-        tables: &EndpointTables,
+        policy: &EndpointPolicy,
         addresses: &[IpAddr],
         settings: EndpointSettings,
     ) -> Result<EndpointConfig, DatapathError> {
-        let peers = peer_keys(tables);
-        let ports = port_keys(tables)?;
         let current = self.endpoint_config(endpoint)?;
         let id = match current {
             Some(config) => config.id,
             None => self.free_endpoint_id()?,
         };
         let generation = current.map_or(0, |c| c.generation as u8 ^ 1);
+        let tables = compile::compile(id, generation, policy);
         let stale = |key_endpoint: u32, key_generation: u8| {
             key_endpoint == id && key_generation == generation
         };
@@ -110,17 +91,21 @@ impl Datapath {
             remove_ports(self.ports_map()?, |k| stale(k.endpoint, k.generation))?;
         }
         let mut peer_map = self.peers_map()?;
-        let mut written_peers = Vec::with_capacity(peers.len());
-        for (mut key, value) in peers {
-            key = Key::new(key.prefix_len(), PeerKey { endpoint: id, generation, ..key.data() });
-            peer_map.insert(&key, value, 0).map_err(map_error(names::MAP_PEERS))?;
+        let mut written_peers = Vec::with_capacity(tables.peers.len());
+        for entry in &tables.peers {
+            let key = Key::new(entry.prefix_len, entry.key);
+            peer_map
+                .insert(&key, entry.value, 0)
+                .map_err(map_error(names::MAP_PEERS))?;
             written_peers.push(key);
         }
         let mut port_map = self.ports_map()?;
-        let mut written_ports = Vec::with_capacity(ports.len());
-        for (mut key, value) in ports {
-            key = Key::new(key.prefix_len(), PortKey { endpoint: id, generation, ..key.data() });
-            port_map.insert(&key, value, 0).map_err(map_error(names::MAP_PORTS))?;
+        let mut written_ports = Vec::with_capacity(tables.ports.len());
+        for entry in &tables.ports {
+            let key = Key::new(entry.prefix_len, entry.key);
+            port_map
+                .insert(&key, entry.value, 0)
+                .map_err(map_error(names::MAP_PORTS))?;
             written_ports.push(key);
         }
         let new_addresses: Vec<AddressKey> = addresses
@@ -139,7 +124,7 @@ impl Datapath {
 
         let config = EndpointConfig {
             id,
-            flags: flags(tables, settings),
+            flags: tables.flags | settings.flags(),
             generation: u32::from(generation),
             revision: current.map_or(1, |c| c.revision.wrapping_add(1)),
         };
@@ -274,99 +259,12 @@ impl Datapath {
     }
 }
 
-fn flags(tables: &EndpointTables, settings: EndpointSettings) -> u32 {
-    let mut flags = 0;
-    for (on, flag) in [
-        (tables.ingress_isolated, endpoint_flags::INGRESS_ISOLATED),
-        (tables.egress_isolated, endpoint_flags::EGRESS_ISOLATED),
-        (settings.anti_spoof, endpoint_flags::ANTI_SPOOF),
-        (settings.report_allows, endpoint_flags::REPORT_ALLOWS),
-    ] {
-        if on {
-            flags |= flag;
-        }
-    }
-    flags
-}
-
-/// `PEERS` keys (endpoint and generation filled in by the writer) and values.
-fn peer_keys(tables: &EndpointTables) -> Vec<(Key<PeerKey>, PeerValue)> {
-    tables
-        .peers
-        .iter()
-        .map(|entry| {
-            let (addr, bits) = prefix16(entry.prefix);
-            let key = PeerKey {
-                endpoint: 0,
-                direction: direction_code(entry.direction),
-                generation: 0,
-                _pad: [0; 2],
-                addr,
-            };
-            let value = PeerValue {
-                class: entry.class,
-                flags: if entry.allow_all {
-                    peer_flags::ALLOW_ALL
-                } else {
-                    0
-                },
-            };
-            (Key::new(PEER_KEY_HEADER_BITS + bits, key), value)
-        })
-        .collect()
-}
-
-fn port_keys(tables: &EndpointTables) -> Result<Vec<(Key<PortKey>, PortValue)>, DatapathError> {
-    tables
-        .ports
-        .iter()
-        .map(|entry| {
-            if entry.prefix_len > 16 {
-                return Err(DatapathError::Table {
-                    field: "ports[].prefix_len",
-                    reason: format!("{} is longer than a port (16 bits)", entry.prefix_len),
-                });
-            }
-            let mask = u16::MAX.checked_shl(16 - u32::from(entry.prefix_len)).unwrap_or(0);
-            let key = PortKey {
-                endpoint: 0,
-                direction: direction_code(entry.direction),
-                generation: 0,
-                protocol: entry.protocol.number(),
-                _pad: 0,
-                class: entry.class,
-                port: (entry.port & mask).to_be_bytes(),
-                _pad2: [0; 2],
-            };
-            let bits = PORT_KEY_HEADER_BITS + u32::from(entry.prefix_len);
-            Ok((Key::new(bits, key), PortValue { rule: entry.rule }))
-        })
-        .collect()
-}
-
-pub(super) fn direction_code(direction: Direction) -> u8 {
-    match direction {
-        Direction::Ingress => netwarden_common::direction::INGRESS,
-        Direction::Egress => netwarden_common::direction::EGRESS,
-    }
-}
-
 /// The 16-byte form of an address: IPv4 as `::ffff:a.b.c.d`.
 pub fn addr16(address: IpAddr) -> Addr {
     match address {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
     }
-}
-
-/// A prefix in the 16-byte form, with its length there (an IPv4 /n is a /(96+n)).
-fn prefix16(prefix: IpNet) -> (Addr, u32) {
-    let network = prefix.trunc();
-    let bits = match network {
-        IpNet::V4(_) => 96 + u32::from(network.prefix_len()),
-        IpNet::V6(_) => u32::from(network.prefix_len()),
-    };
-    (addr16(network.addr()), bits)
 }
 
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {

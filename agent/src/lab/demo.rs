@@ -2,12 +2,11 @@
 //! a network namespace once the server's ingress is isolated with no rule for the client,
 //! and passing again once a rule allows it.
 use anyhow::{ensure, Context};
-use ipnet::IpNet;
-
 use super::topology::PodPair;
 use crate::datapath::{
-    pins::ScratchPinRoot, rules::Direction, Datapath, EndpointSettings, EndpointTables,
-    PeerEntry,
+    pins::ScratchPinRoot,
+    rules::{EndpointPolicy, Isolation, PeerBlock, Peers, Ports, Rule},
+    Datapath, EndpointSettings,
 };
 
 /// Runs the demo, printing each step; fails if any step does not behave as it says.
@@ -29,31 +28,32 @@ pub async fn run() -> anyhow::Result<()> {
     let server = datapath.attach(&pods.server_interface())?;
     println!("attached ingress + egress classifiers to {}", pods.server_interface());
     let addresses = [PodPair::SERVER_ADDRESS.into()];
-    let open = EndpointTables::default();
+    let open = EndpointPolicy::default();
     datapath.program(&server, &open, &addresses, EndpointSettings::default())?;
     step(&pods, "attached, not isolated", true)?;
 
-    let isolated = EndpointTables {
-        ingress_isolated: true,
-        ..EndpointTables::default()
+    let isolated = EndpointPolicy {
+        ingress: Isolation::Isolated(Vec::new()),
+        ..EndpointPolicy::default()
     };
     datapath.program(&server, &isolated, &addresses, EndpointSettings::default())?;
     println!("server ingress isolated, no rule");
     step(&pods, "client not allowed", false)?;
 
-    let allowed = EndpointTables {
-        ingress_isolated: true,
-        peers: vec![PeerEntry {
-            direction: Direction::Ingress,
-            prefix: IpNet::from(std::net::IpAddr::from(PodPair::CLIENT_ADDRESS)),
-            class: 1,
-            allow_all: true,
-        }],
-        ..EndpointTables::default()
+    let allowed = EndpointPolicy {
+        ingress: Isolation::Isolated(vec![Rule {
+            peers: Peers::Blocks(vec![PeerBlock::host(PodPair::CLIENT_ADDRESS.into())]),
+            ports: Ports::Any,
+        }]),
+        ..EndpointPolicy::default()
     };
     datapath.program(&server, &allowed, &addresses, EndpointSettings::default())?;
     println!("rule: ingress from {} allowed", PodPair::CLIENT_ADDRESS);
     step(&pods, "client allowed", true)?;
+
+    datapath.program(&server, &isolated, &addresses, EndpointSettings::default())?;
+    println!("rule removed again");
+    step(&pods, "client no longer allowed", false)?;
 
     datapath.detach(&pods.server_interface())?;
     println!("detached the classifiers");
