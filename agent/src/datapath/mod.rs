@@ -7,6 +7,7 @@
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
 pub mod compile;
+pub mod model;
 mod counters;
 mod events;
 mod loader;

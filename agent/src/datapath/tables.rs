@@ -208,6 +208,16 @@ impl Datapath {
         Ok(())
     }
 
+    /// Forgets every tracked flow of `endpoint`: their next packets are judged as new.
+    pub fn clear_flows(&mut self, endpoint: &EndpointKey) -> Result<(), DatapathError> {
+        let id = self
+            .endpoint_config(endpoint)?
+            .ok_or(DatapathError::NotProgrammed(*endpoint))?
+            .id;
+        let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
+        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| k.endpoint == id)
+    }
+
     /// The smallest id no programmed endpoint uses (0 means "unknown" in events).
     fn free_endpoint_id(&mut self) -> Result<u32, DatapathError> {
         let endpoints = self.endpoints_map()?;

@@ -4,8 +4,9 @@
 //! follows the same steps):
 //! 1. endpoint: `ENDPOINTS[(netns cookie, ifindex)]`; none -> drop (not programmed);
 //! 2. ARP and NDP pass; other non-IP frames are dropped on an isolated direction;
-//! 3. a broken IP header is malformed (dropped on an isolated direction, else passed);
-//! 4. anti-spoofing on egress; then a broken transport header is malformed, as above;
+//! 3. a broken or truncated header is malformed (dropped on an isolated direction, else
+//!    passed);
+//! 4. anti-spoofing on egress;
 //! 5. a tracked flow passes, re-checked once after each policy revision;
 //! 6. a new flow asks the policy (`policy.rs`) and is tracked when allowed.
 #![no_std]
@@ -120,8 +121,8 @@ fn verdict_of(ctx: &TcContext, config: &EndpointConfig, dir: u8, packet: &Packet
     };
     match packet.kind {
         Kind::Addressing => return (verdict::ALLOW, reason::NOT_ISOLATED),
-        Kind::NotIp | Kind::BadNetwork => return malformed,
-        Kind::Ip | Kind::BadTransport => {}
+        Kind::NotIp | Kind::BadNetwork | Kind::BadTransport => return malformed,
+        Kind::Ip => {}
     }
     if dir == direction::EGRESS
         && config.flags & endpoint_flags::ANTI_SPOOF != 0
@@ -129,9 +130,6 @@ fn verdict_of(ctx: &TcContext, config: &EndpointConfig, dir: u8, packet: &Packet
         && !owns_address(config.id, packet)
     {
         return (verdict::DENY, reason::SPOOFED_SOURCE);
-    }
-    if packet.kind == Kind::BadTransport {
-        return malformed;
     }
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };

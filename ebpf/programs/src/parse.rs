@@ -36,9 +36,9 @@ pub enum Kind {
     Addressing,
     /// Neither IPv4, IPv6 nor ARP (VLAN-tagged frames included).
     NotIp,
-    /// The IP header itself is broken or truncated: addresses are not known.
+    /// The IP header itself is broken or truncated.
     BadNetwork,
-    /// Addresses are known, the rest (extension headers, L4 header) is broken.
+    /// The extension headers or the transport header are broken or truncated.
     BadTransport,
 }
 
@@ -154,7 +154,12 @@ fn parse_ipv6(ctx: &TcContext) -> Packet {
         let length = match next {
             // Hop-by-hop, routing, destination options: length in 8-byte units, minus one.
             0 | 43 | 60 => (ext[1] as usize + 1) * 8,
-            // Authentication header: length in 4-byte units, minus two.
+            // Authentication header: length in 4-byte units, minus two; 0 is invalid
+            // (RFC 4302: at least the 12-byte fixed part).
+            51 if ext[1] == 0 => {
+                packet.kind = Kind::BadTransport;
+                return packet;
+            }
             51 => (ext[1] as usize + 2) * 4,
             44 => {
                 let fragment_offset = u16::from_be_bytes([ext[2], ext[3]]) >> 3;

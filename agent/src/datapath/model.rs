@@ -1,0 +1,385 @@
+//! The datapath's policy lookup in userspace, on the very tables [`compile`] produces and
+//! the kernel reads: for tests (the eBPF program must agree with it) and for `explain`.
+//!
+//! [`compile`]: super::compile::compile
+mod lpm;
+pub mod packet;
+pub mod scenario;
+
+use std::net::IpAddr;
+
+use netwarden_common::{peer_flags, PeerKey, PeerValue, PortKey, PortValue, PEER_KEY_HEADER_BITS};
+
+use self::lpm::Lpm;
+use super::{
+    compile::{direction_byte, map_address, CompiledTables},
+    rules::Direction,
+};
+
+/// What a packet carries above IP, as far as the policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum L4 {
+    Tcp {
+        dst_port: u16,
+    },
+    Udp {
+        dst_port: u16,
+    },
+    Sctp {
+        dst_port: u16,
+    },
+    /// No port to match: ICMP, other IP protocols, non-first fragments. Only a rule that
+    /// allows every protocol and port admits it.
+    Portless,
+}
+
+/// The tables' answer for a new flow in an isolated direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The peer is in `class`; `rule` is the `PORTS` entry's rule tag (lowest rule index
+    /// allowing the port), `None` when the class allows everything (`ALLOW_ALL`).
+    Allowed {
+        class: u32,
+        rule: Option<u32>,
+    },
+    Denied,
+}
+
+/// `PEERS` and `PORTS` indexed for lookups, as the kernel's LPM tries answer them.
+#[derive(Debug, Clone)]
+pub struct TableModel {
+    peers: Lpm<PeerValue>,
+    ports: Lpm<PortValue>,
+}
+
+impl TableModel {
+    /// Indexes `tables` (entries with the same masked key: the later one wins, like a map
+    /// update).
+    pub fn new(tables: &CompiledTables) -> Self {
+        let mut peers = Lpm::default();
+        for e in &tables.peers {
+            peers.insert(e.prefix_len, peer_key_bytes(&e.key), e.value);
+        }
+        let mut ports = Lpm::default();
+        for e in &tables.ports {
+            ports.insert(e.prefix_len, port_key_bytes(&e.key), e.value);
+        }
+        Self { peers, ports }
+    }
+
+    /// Looks a new flow up under the keys (`endpoint`, `direction`, `generation`), exactly
+    /// as the kernel does after it found the direction isolated: `PEERS` on the peer, then
+    /// either `ALLOW_ALL` or `PORTS` on (class, protocol, destination port).
+    pub fn lookup(
+        &self,
+        endpoint: u32,
+        generation: u8,
+        direction: Direction,
+        peer: IpAddr,
+        l4: L4,
+    ) -> Verdict {
+        let peer_key = PeerKey {
+            endpoint,
+            direction: direction_byte(direction),
+            generation,
+            _pad: [0; 2],
+            addr: map_address(peer).to_be_bytes(),
+        };
+        let Some(peer) = self.peers.lookup(&peer_key_bytes(&peer_key)) else {
+            return Verdict::Denied;
+        };
+        if peer.flags & peer_flags::ALLOW_ALL != 0 {
+            return Verdict::Allowed {
+                class: peer.class,
+                rule: None,
+            };
+        }
+        let (protocol, port) = match l4 {
+            L4::Tcp { dst_port } => (6, dst_port),
+            L4::Udp { dst_port } => (17, dst_port),
+            L4::Sctp { dst_port } => (132, dst_port),
+            L4::Portless => return Verdict::Denied,
+        };
+        let port_key = PortKey {
+            endpoint,
+            direction: direction_byte(direction),
+            generation,
+            protocol,
+            _pad: 0,
+            class: peer.class,
+            port: port.to_be_bytes(),
+            _pad2: [0; 2],
+        };
+        match self.ports.lookup(&port_key_bytes(&port_key)) {
+            Some(value) => Verdict::Allowed {
+                class: peer.class,
+                rule: Some(value.rule),
+            },
+            None => Verdict::Denied,
+        }
+    }
+}
+
+/// One-off lookup in `tables` under their own endpoint and generation (for `explain`;
+/// build a [`TableModel`] to look up many flows). Isolation is the caller's business:
+/// see [`CompiledTables::is_isolated`].
+pub fn lookup(tables: &CompiledTables, direction: Direction, peer: IpAddr, l4: L4) -> Verdict {
+    TableModel::new(tables).lookup(tables.endpoint, tables.generation, direction, peer, l4)
+}
+
+/// The key data bytes as the kernel sees them (`repr(C)` field order, native endianness).
+fn peer_key_bytes(k: &PeerKey) -> Vec<u8> {
+    let mut b = Vec::with_capacity(PEER_KEY_HEADER_BITS as usize / 8 + 16);
+    b.extend_from_slice(&k.endpoint.to_ne_bytes());
+    b.extend_from_slice(&[k.direction, k.generation]);
+    b.extend_from_slice(&k._pad);
+    b.extend_from_slice(&k.addr);
+    b
+}
+
+fn port_key_bytes(k: &PortKey) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&k.endpoint.to_ne_bytes());
+    b.extend_from_slice(&[k.direction, k.generation, k.protocol, k._pad]);
+    b.extend_from_slice(&k.class.to_ne_bytes());
+    b.extend_from_slice(&k.port);
+    b.extend_from_slice(&k._pad2);
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, net::Ipv4Addr};
+
+    use proptest::{prelude::*, test_runner::RngSeed};
+
+    use super::{scenario::Scenario, *};
+    use crate::datapath::{
+        compile::compile,
+        rules::{
+            EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol,
+            Rule,
+        },
+    };
+
+    /// What the rules themselves say, read straight from `rules.rs`: the indices of the
+    /// rules whose peers contain `peer`, and of those that also allow `l4`.
+    pub(super) fn direct(rules: &[Rule], peer: IpAddr, l4: L4) -> (BTreeSet<u32>, BTreeSet<u32>) {
+        let peer = peer.to_canonical();
+        let mut by_peer = BTreeSet::new();
+        let mut by_both = BTreeSet::new();
+        for (i, rule) in (0u32..).zip(rules) {
+            let peer_ok = match &rule.peers {
+                Peers::Any => true,
+                Peers::Blocks(blocks) => blocks.iter().any(|b| b.contains(peer)),
+            };
+            if !peer_ok {
+                continue;
+            }
+            by_peer.insert(i);
+            let port_ok = match (&rule.ports, l4) {
+                (Ports::Any, _) => true,
+                (Ports::Matches(_), L4::Portless) => false,
+                (Ports::Matches(m), L4::Tcp { dst_port }) => matches(m, Protocol::Tcp, dst_port),
+                (Ports::Matches(m), L4::Udp { dst_port }) => matches(m, Protocol::Udp, dst_port),
+                (Ports::Matches(m), L4::Sctp { dst_port }) => matches(m, Protocol::Sctp, dst_port),
+            };
+            if port_ok {
+                by_both.insert(i);
+            }
+        }
+        (by_peer, by_both)
+    }
+
+    fn matches(m: &[PortMatch], protocol: Protocol, port: u16) -> bool {
+        m.iter()
+            .any(|m| m.protocol == protocol && m.ports.contains(port))
+    }
+
+    fn check_scenario(seed: u64) {
+        let scenario = Scenario::generate(seed);
+        let tables = compile(3, 1, &scenario.policy);
+        let model = TableModel::new(&tables);
+        for probe in &scenario.probes {
+            let Isolation::Isolated(rules) = scenario.policy.direction(probe.direction) else {
+                assert!(!tables.is_isolated(probe.direction));
+                continue;
+            };
+            assert!(tables.is_isolated(probe.direction));
+            let (by_peer, by_both) = direct(rules, probe.peer, probe.l4);
+            let got = model.lookup(3, 1, probe.direction, probe.peer, probe.l4);
+            let context = format!("seed {seed}, {probe:?}, got {got:?}");
+            match got {
+                Verdict::Denied => assert!(by_both.is_empty(), "{context}: denied"),
+                Verdict::Allowed { class, rule } => {
+                    let class_rules: BTreeSet<u32> = tables.classes[&(probe.direction, class)]
+                        .iter()
+                        .copied()
+                        .collect();
+                    assert_eq!(class_rules, by_peer, "{context}: class rules");
+                    let lowest = by_both.first().copied();
+                    assert!(lowest.is_some(), "{context}: allowed");
+                    if let Some(rule) = rule {
+                        assert_eq!(Some(rule), lowest, "{context}: rule tag");
+                    } else {
+                        assert!(
+                            by_peer
+                                .iter()
+                                .any(|&r| rules[r as usize].ports == Ports::Any),
+                            "{context}: ALLOW_ALL without a rule allowing all ports"
+                        );
+                    }
+                }
+            }
+            // Another generation or endpoint sees nothing of these tables.
+            assert_eq!(
+                model.lookup(3, 0, probe.direction, probe.peer, probe.l4),
+                Verdict::Denied
+            );
+        }
+    }
+
+    /// Brute-force LPM: the longest entry whose first `prefix_len` bits equal the key's.
+    fn scan<V: Copy>(entries: &[(Vec<u8>, u32, V)], key: &[u8]) -> Option<V> {
+        entries
+            .iter()
+            .filter(|(bytes, len, _)| lpm::prefix_matches(bytes, key, *len))
+            .max_by_key(|(_, len, _)| *len)
+            .map(|&(_, _, value)| value)
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 300,
+            rng_seed: RngSeed::Fixed(0x006e_776d_6f64_656c),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn compiled_tables_answer_what_the_rules_say(seed in any::<u64>()) {
+            check_scenario(seed);
+        }
+
+        #[test]
+        fn lpm_index_agrees_with_a_scan(seed in any::<u64>()) {
+            let scenario = Scenario::generate(seed);
+            let tables = compile(3, 1, &scenario.policy);
+            let model = TableModel::new(&tables);
+            let peers: Vec<_> = tables.peers.iter().map(|e| (peer_key_bytes(&e.key), e.prefix_len, e.value)).collect();
+            let ports: Vec<_> = tables.ports.iter().map(|e| (port_key_bytes(&e.key), e.prefix_len, e.value)).collect();
+            for probe in &scenario.probes {
+                let key = PeerKey {
+                    endpoint: 3,
+                    direction: direction_byte(probe.direction),
+                    generation: 1,
+                    _pad: [0; 2],
+                    addr: map_address(probe.peer).to_be_bytes(),
+                };
+                let bytes = peer_key_bytes(&key);
+                prop_assert_eq!(model.peers.lookup(&bytes), scan(&peers, &bytes), "seed {}", seed);
+                let (protocol, port) = match probe.l4 {
+                    L4::Tcp { dst_port } => (6, dst_port),
+                    L4::Udp { dst_port } => (17, dst_port),
+                    L4::Sctp { dst_port } => (132, dst_port),
+                    L4::Portless => continue,
+                };
+                for &(direction, class) in tables.classes.keys() {
+                    let key = PortKey {
+                        endpoint: 3,
+                        direction: direction_byte(direction),
+                        generation: 1,
+                        protocol,
+                        _pad: 0,
+                        class,
+                        port: port.to_be_bytes(),
+                        _pad2: [0; 2],
+                    };
+                    let bytes = port_key_bytes(&key);
+                    prop_assert_eq!(model.ports.lookup(&bytes), scan(&ports, &bytes), "seed {}", seed);
+                }
+            }
+        }
+
+        #[test]
+        fn compiled_entries_are_canonical(seed in any::<u64>()) {
+            let tables = compile(3, 1, &Scenario::generate(seed).policy);
+            let mut seen = BTreeSet::new();
+            for e in &tables.peers {
+                let bytes = peer_key_bytes(&e.key);
+                prop_assert!(e.prefix_len >= PEER_KEY_HEADER_BITS && e.prefix_len <= 8 * 24);
+                prop_assert_eq!(lpm::masked(&bytes, e.prefix_len), bytes.clone(), "host bits are zero");
+                prop_assert!(seen.insert((e.key.direction, bytes, e.prefix_len)), "no duplicate entries");
+            }
+            for e in &tables.ports {
+                let bytes = port_key_bytes(&e.key);
+                prop_assert_eq!(lpm::masked(&bytes, e.prefix_len), bytes.clone());
+                prop_assert!(seen.insert((e.key.direction, bytes, e.prefix_len)));
+            }
+        }
+    }
+
+    #[test]
+    fn an_except_narrows_only_its_own_block() {
+        let rules = vec![
+            Rule {
+                peers: Peers::Blocks(vec![PeerBlock {
+                    cidr: "10.0.0.0/8".parse().unwrap(),
+                    except: vec!["10.1.0.0/16".parse().unwrap()],
+                }]),
+                ports: Ports::Any,
+            },
+            Rule {
+                peers: Peers::Blocks(vec![PeerBlock::host("10.1.0.7".parse().unwrap())]),
+                ports: Ports::Matches(vec![PortMatch {
+                    protocol: Protocol::Udp,
+                    ports: PortRange::single(53),
+                }]),
+            },
+        ];
+        let tables = compile(
+            1,
+            0,
+            &EndpointPolicy {
+                ingress: Isolation::Open,
+                egress: Isolation::Isolated(rules),
+            },
+        );
+        let at = |a: [u8; 4], l4| {
+            lookup(
+                &tables,
+                Direction::Egress,
+                IpAddr::V4(Ipv4Addr::from(a)),
+                l4,
+            )
+        };
+        assert_eq!(
+            at([10, 2, 0, 1], L4::Portless),
+            Verdict::Allowed {
+                class: 0,
+                rule: None
+            }
+        );
+        assert_eq!(at([10, 1, 0, 1], L4::Udp { dst_port: 53 }), Verdict::Denied);
+        assert!(matches!(
+            at([10, 1, 0, 7], L4::Udp { dst_port: 53 }),
+            Verdict::Allowed { rule: Some(1), .. }
+        ));
+        assert_eq!(at([10, 1, 0, 7], L4::Tcp { dst_port: 53 }), Verdict::Denied);
+        assert_eq!(at([11, 0, 0, 1], L4::Portless), Verdict::Denied);
+        // The same address as v4-mapped IPv6 is the same peer.
+        let mapped: IpAddr = "::ffff:10.2.0.1".parse().unwrap();
+        assert!(matches!(
+            lookup(&tables, Direction::Egress, mapped, L4::Portless),
+            Verdict::Allowed { .. }
+        ));
+        assert_eq!(
+            lookup(&tables, Direction::Ingress, mapped, L4::Portless),
+            Verdict::Denied
+        );
+    }
+}
