@@ -6,6 +6,7 @@
 //! and nothing is attached twice. Table layouts and the per-packet algorithm are documented
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
+pub mod bench;
 pub mod compile;
 pub mod model;
 mod counters;
