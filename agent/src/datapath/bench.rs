@@ -12,7 +12,9 @@ use etherparse::PacketBuilder;
 
 use super::{
     pins::ScratchPinRoot,
-    rules::{EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule},
+    rules::{
+        EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule,
+    },
     Datapath, DatapathError, EndpointKey, EndpointSettings, Hook,
 };
 

@@ -8,10 +8,10 @@
 mod attach;
 pub mod bench;
 pub mod compile;
-pub mod model;
 mod counters;
 mod events;
 mod loader;
+pub mod model;
 mod object;
 pub mod pins;
 pub mod rules;

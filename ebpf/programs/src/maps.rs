@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netwarden_common::{
-    AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey, EventBudget, FlowKey,
-    FlowState, PeerKey, PeerValue, PortKey, PortValue,
+    AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey, EventBudget, FlowKey, FlowState,
+    PeerKey, PeerValue, PortKey, PortValue,
 };
 
 /// Attached interfaces that have tables: (netns cookie, ifindex) -> endpoint.

@@ -105,8 +105,7 @@ fn parse_ipv4(ctx: &TcContext) -> Packet {
     };
     let ihl = (header[0] & 0x0f) as usize * 4;
     let total = u16::from_be_bytes([header[2], header[3]]) as usize;
-    if header[0] >> 4 != 4 || ihl < 20 || total < ihl || ETH_HLEN + total > ctx.len() as usize
-    {
+    if header[0] >> 4 != 4 || ihl < 20 || total < ihl || ETH_HLEN + total > ctx.len() as usize {
         return packet;
     }
     packet.family = 4;
