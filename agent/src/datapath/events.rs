@@ -159,3 +159,43 @@ impl Datapath {
         Ok(values.iter().map(|b| b.suppressed).sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(family: u8, reason: u8) -> VerdictEvent {
+        let mut src = [0; 16];
+        src[10..].copy_from_slice(&[0xff, 0xff, 10, 0, 0, 1]);
+        VerdictEvent {
+            endpoint: 3,
+            direction: netwarden_common::direction::EGRESS,
+            verdict: verdict::DENY,
+            reason,
+            protocol: 6,
+            family,
+            _pad: [0; 3],
+            src,
+            dst: [0; 16],
+            src_port: 40000,
+            dst_port: 80,
+        }
+    }
+
+    #[test]
+    fn ipv4_events_decode_to_ipv4_addresses() {
+        let event = DatapathEvent::decode(&raw(4, reason::SPOOFED_SOURCE)).unwrap();
+        assert_eq!(event.src, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+        assert_eq!(event.direction, Direction::Egress);
+        assert_eq!(event.verdict, Verdict::Deny);
+        assert_eq!(event.reason, Reason::SpoofedSource);
+        assert_eq!((event.src_port, event.dst_port), (40000, 80));
+    }
+
+    #[test]
+    fn non_ip_events_have_no_addresses_and_unknown_reasons_are_refused() {
+        let event = DatapathEvent::decode(&raw(0, reason::MALFORMED)).unwrap();
+        assert_eq!((event.src, event.dst), (None, None));
+        assert!(DatapathEvent::decode(&raw(4, 200)).is_none());
+    }
+}

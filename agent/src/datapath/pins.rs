@@ -121,3 +121,35 @@ impl Drop for ScratchPinRoot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pins_name_the_endpoints_they_belong_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let pins = PinRoot::new(dir.path());
+        pins.create().unwrap();
+        let endpoint = EndpointKey {
+            netns_cookie: 4097,
+            ifindex: 3,
+            _pad: 0,
+        };
+        for hook in [Hook::Ingress, Hook::Egress] {
+            std::fs::write(pins.link(&endpoint, hook), b"").unwrap();
+        }
+        std::fs::write(dir.path().join("links/not-a-link"), b"").unwrap();
+        assert_eq!(pins.attached_endpoints().unwrap(), vec![endpoint]);
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_naming_it() {
+        let pins = PinRoot::new("/nonexistent-netwarden-root");
+        let error = pins.attached_endpoints().unwrap_err().to_string();
+        assert!(
+            error.contains("/nonexistent-netwarden-root/links"),
+            "{error}"
+        );
+    }
+}
