@@ -622,3 +622,32 @@ async fn an_unprogrammed_or_forgotten_endpoint_drops_everything() -> anyhow::Res
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn allowed_new_flows_are_reported_on_request_and_established_ones_never() -> anyhow::Result<()>
+{
+    let mut f = Fixture::new(&policy())?;
+    let endpoint = f.endpoint;
+    let settings = EndpointSettings {
+        anti_spoof: true,
+        report_allows: true,
+    };
+    f.datapath
+        .program(&endpoint, &policy(), &[POD.into(), POD6.into()], settings)?;
+    let first = tcp4(PEER, POD, 40030, 8000);
+    assert!(f.allows(Hook::Ingress, &first).await);
+    let event = tokio::time::timeout(Duration::from_secs(1), f.events.next()).await??;
+    assert_eq!(
+        (event.verdict, event.reason),
+        (Verdict::Allow, Reason::Rule)
+    );
+    assert_eq!((event.src, event.dst_port), (Some(PEER.into()), 8000));
+    assert!(f.allows(Hook::Ingress, &first).await, "established");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &tcp4(STRANGER, POD, 40031, 8000))
+            .await,
+        Some(Reason::NoMatchingRule),
+        "the next event is the deny: the established packet sent none"
+    );
+    Ok(())
+}

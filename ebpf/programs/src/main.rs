@@ -68,8 +68,10 @@ fn judge(ctx: &TcContext, dir: u8) -> i32 {
     };
     let (v, why) = verdict_of(ctx, &config, dir, &packet);
     events::count(config.id, dir, v, ctx.len());
-    let report_allow = config.flags & endpoint_flags::REPORT_ALLOWS != 0
-        && (why == reason::RULE || why == reason::NOT_ISOLATED);
+    // Allowed new flows only: RULE, or NOT_ISOLATED on a parsed IP packet (ARP, NDP and
+    // unparseable packets on an open direction start no flow).
+    let new_flow = why == reason::RULE || (why == reason::NOT_ISOLATED && packet.kind == Kind::Ip);
+    let report_allow = config.flags & endpoint_flags::REPORT_ALLOWS != 0 && new_flow;
     if v == verdict::DENY || report_allow {
         events::report(config.id, dir, v, why, &packet);
     }
