@@ -31,6 +31,13 @@ enum Command {
         #[arg(long, default_value = "")]
         node: String,
     },
+    /// The datapath benchmark `cargo xtask bench datapath` runs (needs root): prints the
+    /// table and writes it as Markdown to `output`.
+    #[command(hide = true)]
+    BenchDatapath {
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -53,5 +60,32 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             Ok(netwarden_agent::attach::run(config, source).await?)
         }
+        Command::BenchDatapath { output } => bench_datapath(&output),
     }
+}
+
+fn bench_datapath(output: &std::path::Path) -> anyhow::Result<()> {
+    use netwarden_agent::datapath::bench;
+    let rows = bench::run(&bench::RULE_COUNTS)?;
+    let table = bench::markdown(&rows);
+    println!("{table}");
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let document = format!(
+        "# Datapath benchmark\n\n\
+         Written by `cargo xtask bench datapath`: nanoseconds per packet as the kernel measures \
+         them with BPF_PROG_TEST_RUN (kernel {}, {cpus} CPUs), for the pass-through program \
+         (the floor), a packet of an established flow, the first packet of a new allowed flow \
+         (one run per distinct flow: a repeated packet would be established) and a new denied \
+         flow (peer known, port not: both lookups, then the deny and its rate-limited event). \
+         Each rule is one peer host on one TCP port, so the tables hold as many peer classes \
+         and port entries as rules. Figures from one run on a shared machine, not assertions.\n\n{table}",
+        kernel.trim()
+    );
+    if let Some(dir) = output.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(output, document)?;
+    println!("wrote {}", output.display());
+    Ok(())
 }

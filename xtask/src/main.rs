@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: set up the toolchain, build the eBPF object and the binaries, test,
-//! run the demo. Every command does its own setup first, so each works on a fresh machine.
+//! run the demo, run the benchmarks. Every command does its own setup first, so each works on a fresh machine.
+mod bench;
 mod ebpf;
 mod run;
 mod setup;
@@ -28,6 +29,11 @@ enum Command {
     Test,
     /// Run the demo: a flow passing, dropped by eBPF in a namespace, passing again (root).
     Demo,
+    /// Run a benchmark and write its figures under docs/bench/ (root; not part of `test`).
+    Bench {
+        #[arg(value_enum)]
+        target: bench::Target,
+    },
 }
 
 fn main() -> Result<()> {
@@ -46,6 +52,10 @@ fn main() -> Result<()> {
             })
         }
         Command::Test => test(&root),
+        Command::Bench { target } => {
+            require_root("the benchmark loads eBPF programs")?;
+            bench::run(&root, target)
+        }
         Command::Demo => {
             require_root("the demo creates network namespaces and loads eBPF programs")?;
             setup::run()?;
