@@ -5,8 +5,7 @@ use clap::{Args, Subcommand};
 
 use super::{
     lifecycle::{self, LabError},
-    probe,
-    servers,
+    probe, servers,
     spec::{PodName, Protocol},
     state::{LabName, LabState},
     store,
@@ -71,6 +70,9 @@ enum LabCommand {
         tcp: Vec<u16>,
         #[arg(long)]
         udp: Vec<u16>,
+        /// Created once every port is bound.
+        #[arg(long)]
+        ready: PathBuf,
     },
 }
 
@@ -116,7 +118,12 @@ pub fn run(args: LabArgs) -> anyhow::Result<i32> {
         }
         LabCommand::Status => println!("{}", status(&LabState::load(&name)?)?),
         LabCommand::Down => lifecycle::down(&LabState::load(&name)?)?,
-        LabCommand::Serve { pod, tcp, udp } => servers::serve(&pod.to_string(), &tcp, &udp)?,
+        LabCommand::Serve {
+            pod,
+            tcp,
+            udp,
+            ready,
+        } => servers::serve(&pod.to_string(), &tcp, &udp, &ready)?,
     }
     Ok(0)
 }
@@ -134,7 +141,10 @@ fn status(lab: &LabState) -> Result<String, LabError> {
             Some(agent) if super::process::is_running(agent) => format!("agent pid {}", agent.pid),
             _ => "agent not running".into(),
         };
-        out.push_str(&format!("node {} (netns {}): {agent}\n", node.name, node.netns));
+        out.push_str(&format!(
+            "node {} (netns {}): {agent}\n",
+            node.name, node.netns
+        ));
     }
     for pod in &lab.pods {
         let addresses = store::network_status(&lab.store, &pod.pod)?

@@ -80,7 +80,16 @@ pub fn join(
         "link", "add", "name", &outside, "netns", fabric, "type", "veth", "peer", "name", inside,
         "netns", node,
     ])?;
-    ip(&["-n", fabric, "link", "set", &outside, "master", &bridge(&segment), "up"])?;
+    ip(&[
+        "-n",
+        fabric,
+        "link",
+        "set",
+        &outside,
+        "master",
+        &bridge(&segment),
+        "up",
+    ])?;
     ip(&["-n", node, "link", "set", inside, "up"])?;
     Ok(())
 }

@@ -99,7 +99,13 @@ fn build(
     }
     for (index, node) in lab.nodes.iter().enumerate() {
         fabric::add_netns(&node.netns)?;
-        fabric::join(&fabric_ns, Segment::Cluster, &node.netns, index, CLUSTER_UPLINK)?;
+        fabric::join(
+            &fabric_ns,
+            Segment::Cluster,
+            &node.netns,
+            index,
+            CLUSTER_UPLINK,
+        )?;
         for (m, master) in lab.masters.iter().enumerate() {
             fabric::join(&fabric_ns, Segment::Master(m), &node.netns, index, master)?;
         }
@@ -242,7 +248,12 @@ pub fn delete(lab: &mut LabState, file: &Path) -> Result<(), LabError> {
 pub fn down(lab: &LabState) -> Result<(), LabError> {
     let mut problems = Vec::new();
     let results = parallel::map(&lab.pods, 8, |pod| pods::detach(lab, pod));
-    problems.extend(results.into_iter().filter_map(Result::err).map(|e| e.to_string()));
+    problems.extend(
+        results
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string()),
+    );
     for node in &lab.nodes {
         if let Some(agent) = &node.agent {
             process::stop(agent);
@@ -256,8 +267,7 @@ pub fn down(lab: &LabState) -> Result<(), LabError> {
             problems.push(e.to_string());
         }
     }
-    let container_ids: BTreeSet<String> =
-        lab.pods.iter().map(|p| p.container_id.clone()).collect();
+    let container_ids: BTreeSet<String> = lab.pods.iter().map(|p| p.container_id.clone()).collect();
     problems.extend(release_leftover_allocations(&container_ids));
     if problems.is_empty() {
         if let Err(e) = std::fs::remove_dir_all(lab.root()) {
@@ -279,7 +289,11 @@ fn release_leftover_allocations(container_ids: &BTreeSet<String>) -> Vec<String>
     let root = Path::new("/var/lib/cni/networks");
     let mut problems = Vec::new();
     for network in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for entry in std::fs::read_dir(network.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(network.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let path = entry.path();
             let is_address = path
                 .file_name()

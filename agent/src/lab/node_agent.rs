@@ -130,4 +130,3 @@ pub fn record(lab: &LabState, node: &str, netns: String) -> NodeRecord {
         agent: None,
     }
 }
-

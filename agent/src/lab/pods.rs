@@ -5,6 +5,7 @@ use std::{
     io::Write,
     path::PathBuf,
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -36,6 +37,8 @@ pub enum PodError {
     NoNode { pod: PodName, node: String },
     #[error("pod {pod}: server: {source}")]
     Server { pod: PodName, source: ProcessError },
+    #[error("pod {pod}: the server did not bind its ports (its log: {})", log.display())]
+    ServerNotReady { pod: PodName, log: PathBuf },
     #[error("netwarden-cni is not beside {} nor in /opt/cni/bin: build it (`cargo build -p netwarden-cni`)", beside.display())]
     NoCniBinary { beside: PathBuf },
 }
@@ -51,7 +54,13 @@ pub fn cni_binary() -> Result<PathBuf, PodError> {
 }
 
 /// The record of a pod about to be created on `node`.
-pub fn record(lab: &LabState, pod: &PodName, uid: String, node: String, ports: Vec<super::spec::ContainerPort>) -> PodRecord {
+pub fn record(
+    lab: &LabState,
+    pod: &PodName,
+    uid: String,
+    node: String,
+    ports: Vec<super::spec::ContainerPort>,
+) -> PodRecord {
     PodRecord {
         netns: lab.netns_name(&format!("{}-{}", pod.namespace, pod.name)),
         container_id: lab.container_id(pod),
@@ -80,9 +89,11 @@ pub fn detach(lab: &LabState, pod: &PodRecord) -> Result<(), PodError> {
     }
     // Without its node there is no agent nor cache to run DEL against; `lab down`
     // releases what such a pod held by its container ID.
-    let node_exists = lab
-        .node(&pod.node)
-        .is_some_and(|node| std::path::Path::new("/run/netns").join(&node.netns).exists());
+    let node_exists = lab.node(&pod.node).is_some_and(|node| {
+        std::path::Path::new("/run/netns")
+            .join(&node.netns)
+            .exists()
+    });
     let deleted = if node_exists {
         cni(lab, pod, "DEL")
     } else {
@@ -101,6 +112,10 @@ pub fn start_server(lab: &LabState, pod: &PodRecord) -> Result<Option<ProcessRec
         return Ok(None);
     }
     let exe = std::env::current_exe().unwrap_or_default();
+    let logs = lab.root().join("pods");
+    let base = format!("{}_{}", pod.pod.namespace, pod.pod.name);
+    let ready = logs.join(format!("{base}.ready"));
+    let _ = std::fs::remove_file(&ready);
     let mut argv = vec![
         exe.display().to_string(),
         "lab".into(),
@@ -109,6 +124,8 @@ pub fn start_server(lab: &LabState, pod: &PodRecord) -> Result<Option<ProcessRec
         lab.name.to_string(),
         "--pod".into(),
         pod.pod.to_string(),
+        "--ready".into(),
+        ready.display().to_string(),
     ];
     for port in &pod.ports {
         argv.push(match port.protocol {
@@ -117,15 +134,29 @@ pub fn start_server(lab: &LabState, pod: &PodRecord) -> Result<Option<ProcessRec
         });
         argv.push(port.port.to_string());
     }
-    let log = lab.root().join("pods").join(format!("{}_{}.log", pod.pod.namespace, pod.pod.name));
-    let _ = std::fs::create_dir_all(lab.root().join("pods"));
-    process::spawn_in(&pod.netns, &argv, &log)
-        .map(Some)
-        .map_err(|source| PodError::Server {
-            pod: pod.pod.clone(),
-            source,
-        })
+    let log = logs.join(format!("{base}.log"));
+    let _ = std::fs::create_dir_all(&logs);
+    let server = process::spawn_in(&pod.netns, &argv, &log).map_err(|source| PodError::Server {
+        pod: pod.pod.clone(),
+        source,
+    })?;
+    // Probes right after `lab up` or `lab apply` must find the ports open.
+    let deadline = Instant::now() + SERVER_READY_WITHIN;
+    while !ready.exists() {
+        if Instant::now() > deadline {
+            process::stop(&server);
+            return Err(PodError::ServerNotReady {
+                pod: pod.pod.clone(),
+                log,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Some(server))
 }
+
+/// How long a pod's server may take to bind its ports.
+const SERVER_READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// `netwarden-cni` with CNI_COMMAND=`command`, run in the pod's node namespace with the
 /// environment and stdin a runtime gives it.

@@ -44,10 +44,13 @@ pub fn probe(network: String, endpoints: &[Endpoint], port: u16, protocol: Proto
         .collect();
     let results = parallel::map(&pairs, 128, |(from, to)| {
         let target = SocketAddrV4::new(to.address, port);
-        let reached = run_in(&Path::new("/run/netns").join(&from.netns), || match protocol {
-            Protocol::Tcp => tcp(from.address, target),
-            Protocol::Udp => udp(from.address, target),
-        });
+        let reached = run_in(
+            &Path::new("/run/netns").join(&from.netns),
+            || match protocol {
+                Protocol::Tcp => tcp(from.address, target),
+                Protocol::Udp => udp(from.address, target),
+            },
+        );
         matches!(reached, Ok(true))
     });
     let mut matrix: BTreeMap<PodName, BTreeMap<PodName, bool>> = endpoints
@@ -98,8 +101,16 @@ fn tcp(source: Ipv4Addr, target: SocketAddrV4) -> bool {
     let remote = sockaddr(target);
     // SAFETY: the addresses are valid sockaddr_in values of `length` bytes.
     let connected = unsafe {
-        libc::bind(stream.as_raw_fd(), (&local as *const libc::sockaddr_in).cast(), length) == 0
-            && libc::connect(stream.as_raw_fd(), (&remote as *const libc::sockaddr_in).cast(), length) == 0
+        libc::bind(
+            stream.as_raw_fd(),
+            (&local as *const libc::sockaddr_in).cast(),
+            length,
+        ) == 0
+            && libc::connect(
+                stream.as_raw_fd(),
+                (&remote as *const libc::sockaddr_in).cast(),
+                length,
+            ) == 0
     };
     let mut stream = stream;
     let mut greeting = [0u8; 1];
@@ -146,4 +157,3 @@ impl Matrix {
         out
     }
 }
-

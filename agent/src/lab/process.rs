@@ -55,7 +55,10 @@ pub fn is_running(record: &ProcessRecord) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", record.pid)) else {
         return false;
     };
-    let running: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    let running: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
     let started: Vec<&[u8]> = record.argv.iter().map(|a| a.as_bytes()).collect();
     // A zombie (our own unreaped child) has an empty cmdline: it is not running.
     running == started

@@ -5,6 +5,7 @@
 use std::{
     io::Write,
     net::{Ipv4Addr, TcpListener, UdpSocket},
+    path::Path,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -15,10 +16,16 @@ pub enum ServeError {
         port: u16,
         source: std::io::Error,
     },
+    #[error("cannot create {}: {source}", path.display())]
+    Ready {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// Serves until killed. Binds every port before serving any, so a bad port fails at once.
-pub fn serve(greeting: &str, tcp: &[u16], udp: &[u16]) -> Result<(), ServeError> {
+/// Serves until killed. Binds every port before serving any, so a bad port fails at once,
+/// then creates `ready` so whoever started it knows every port answers.
+pub fn serve(greeting: &str, tcp: &[u16], udp: &[u16], ready: &Path) -> Result<(), ServeError> {
     let any = Ipv4Addr::UNSPECIFIED;
     let listeners = tcp
         .iter()
@@ -40,6 +47,10 @@ pub fn serve(greeting: &str, tcp: &[u16], udp: &[u16]) -> Result<(), ServeError>
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    std::fs::write(ready, b"").map_err(|source| ServeError::Ready {
+        path: ready.to_owned(),
+        source,
+    })?;
     std::thread::scope(|scope| {
         for listener in &listeners {
             scope.spawn(move || {

@@ -62,7 +62,9 @@ pub struct Manifest {
 }
 
 /// A pod, named `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct PodName {
     pub namespace: String,
@@ -82,7 +84,9 @@ impl FromStr for PodName {
     fn from_str(given: &str) -> Result<Self, String> {
         let (namespace, name) = given.split_once('/').unwrap_or(("default", given));
         if namespace.is_empty() || name.is_empty() || name.contains('/') {
-            return Err(format!("{given:?} is not a pod name (`namespace/name` or `name`)"));
+            return Err(format!(
+                "{given:?} is not a pod name (`namespace/name` or `name`)"
+            ));
         }
         Ok(Self {
             namespace: namespace.into(),
@@ -105,13 +109,17 @@ impl From<PodName> for String {
 }
 
 /// A port a pod's container declares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ContainerPort {
     pub protocol: Protocol,
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Protocol {
     #[serde(rename = "TCP")]
     Tcp,
@@ -134,7 +142,9 @@ impl FromStr for Protocol {
         match given.to_ascii_uppercase().as_str() {
             "TCP" => Ok(Self::Tcp),
             "UDP" => Ok(Self::Udp),
-            _ => Err(format!("{given:?} is not a protocol the lab serves (TCP or UDP)")),
+            _ => Err(format!(
+                "{given:?} is not a protocol the lab serves (TCP or UDP)"
+            )),
         }
     }
 }
@@ -413,8 +423,14 @@ spec: {containers: [{name: c}]}
         assert_eq!(
             pods[0].ports,
             [
-                ContainerPort { protocol: Protocol::Tcp, port: 80 },
-                ContainerPort { protocol: Protocol::Udp, port: 80 },
+                ContainerPort {
+                    protocol: Protocol::Tcp,
+                    port: 80
+                },
+                ContainerPort {
+                    protocol: Protocol::Udp,
+                    port: 80
+                },
             ]
         );
         assert_eq!(pods[1].pod.to_string(), "default/b");
@@ -435,8 +451,13 @@ spec: {containers: [{name: c}]}
         let error = parse("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, ports: [{containerPort: 70000}]}]\n")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("spec.containers[0].ports[0].containerPort"), "{error}");
-        let error = parse("apiVersion: v1\nkind: Pod\nmetadata: {}\n").unwrap_err().to_string();
+        assert!(
+            error.contains("spec.containers[0].ports[0].containerPort"),
+            "{error}"
+        );
+        let error = parse("apiVersion: v1\nkind: Pod\nmetadata: {}\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("metadata.name"), "{error}");
     }
 

@@ -142,7 +142,11 @@ pub struct LabState {
 
 impl LabState {
     /// Claims `name` (fails when that lab is up) and writes the first state.
-    pub fn create(name: LabName, source: PathBuf, cni_path: Vec<PathBuf>) -> Result<Self, StateError> {
+    pub fn create(
+        name: LabName,
+        source: PathBuf,
+        cni_path: Vec<PathBuf>,
+    ) -> Result<Self, StateError> {
         let root = name.root();
         std::fs::create_dir_all(LABS_DIR).map_err(|source| StateError::Io {
             path: LABS_DIR.into(),

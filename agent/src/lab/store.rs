@@ -52,7 +52,9 @@ pub fn write(store: &Path, manifest: &Manifest) -> Result<(), StoreError> {
             .cloned()
     });
     if let Some(status) = status {
-        let metadata = value["metadata"].as_object_mut().expect("manifest metadata is an object");
+        let metadata = value["metadata"]
+            .as_object_mut()
+            .expect("manifest metadata is an object");
         let annotations = metadata
             .entry("annotations")
             .or_insert_with(|| Value::Object(Default::default()));
