@@ -437,7 +437,7 @@ spec: {containers: [{name: c}]}
         assert_eq!(nodes(&pods), ["node-b"]);
         assert_eq!(
             masters(&manifests).into_iter().collect::<Vec<_>>(),
-            ["eth0", "ens3"]
+            ["ens3", "eth0"]
         );
     }
 
