@@ -17,6 +17,8 @@ enum Command {
     /// Show a flow passing, dropped by the eBPF classifier in a network namespace, and
     /// passing again (needs root).
     Demo,
+    /// A local lab: nodes and pods as network namespaces, real agents, real CNI.
+    Lab(netwarden_agent::lab::cli::LabArgs),
     /// Serve the attach socket netwarden-cni talks to (the attach part of the agent alone;
     /// for tests and the lab).
     #[command(hide = true)]
@@ -49,6 +51,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo => netwarden_agent::lab::demo::run().await,
+        Command::Lab(args) => {
+            let code = netwarden_agent::lab::cli::run(args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::AttachService {
             config,
             cluster,

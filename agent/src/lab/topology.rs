@@ -127,7 +127,8 @@ pub fn veth_pair(a: &VethEnd<'_>, b: &VethEnd<'_>) -> Result<(), TopologyError> 
     Ok(())
 }
 
-fn ip(args: &[&str]) -> Result<Output, TopologyError> {
+/// Runs `ip ARGS` and returns its output when it succeeds.
+pub fn ip(args: &[&str]) -> Result<Output, TopologyError> {
     let command = format!("ip {}", args.join(" "));
     let output = Command::new("ip")
         .args(args)

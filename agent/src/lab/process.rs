@@ -1,0 +1,86 @@
+//! The lab's long-running processes (agents, pod servers): started inside a namespace,
+//! detached so they outlive `lab up`, and stopped by pid only while that pid still runs
+//! the command line the lab started.
+use std::{
+    fs::File,
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::state::ProcessRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+}
+
+/// Starts `argv` inside network namespace `netns` (`ip netns exec` execs it, so the pid
+/// is the program's), with output appended to `log`, in its own process group so a
+/// terminal's Ctrl-C to `lab up` does not reach it.
+pub fn spawn_in(netns: &str, argv: &[String], log: &Path) -> Result<ProcessRecord, ProcessError> {
+    let command = argv.join(" ");
+    let spawn_error = |source| ProcessError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let output = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(spawn_error)?;
+    let errors = output.try_clone().map_err(spawn_error)?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(errors)
+        .process_group(0)
+        .spawn()
+        .map_err(spawn_error)?;
+    Ok(ProcessRecord {
+        pid: child.id(),
+        argv: argv.to_vec(),
+    })
+}
+
+/// Whether `record`'s process is running (and is still the one the lab started).
+pub fn is_running(record: &ProcessRecord) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{}/cmdline", record.pid)) else {
+        return false;
+    };
+    let running: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let started: Vec<&[u8]> = record.argv.iter().map(|a| a.as_bytes()).collect();
+    // A zombie (our own unreaped child) has an empty cmdline: it is not running.
+    running == started
+}
+
+/// Stops the process: SIGTERM, then SIGKILL after a grace period. Not running is fine.
+pub fn stop(record: &ProcessRecord) {
+    if !is_running(record) {
+        return;
+    }
+    signal(record, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while is_running(record) {
+        if Instant::now() > deadline {
+            signal(record, libc::SIGKILL);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(record: &ProcessRecord, signal: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    unsafe { libc::kill(record.pid as libc::pid_t, signal) };
+}

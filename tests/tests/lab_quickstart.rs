@@ -1,0 +1,294 @@
+//! Privileged: `netwarden lab` brings up the quickstart example (two nodes, the seed's
+//! macvlan NAD over `eth0`, pods with ports), and its truth tables are what the scenario
+//! says: a pod reaches another on a network they share exactly when the other serves the
+//! probed port (no policy is enforced yet). Pods come and go with `lab apply`/`lab delete`,
+//! `lab exec` runs in a pod, and `lab down` leaves nothing of the lab behind.
+//!
+//! The expectations are computed from the example's manifests, so scenarios with
+//! policies can add "and no policy denies it" to [`expected`].
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use netwarden_agent::lab::spec::{self, ContainerPort, Manifest, PodName, Protocol};
+use serde_json::Value;
+
+/// `netwarden`, built beside this test executable (`cargo xtask test` builds it).
+fn netwarden() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("netwarden");
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build -p netwarden-agent -p netwarden-cni` first",
+        path.display()
+    );
+    path
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+/// A running lab with a name no other test uses; `lab down` on drop, also on failure.
+struct Lab {
+    name: String,
+}
+
+impl Lab {
+    fn up(dir: &Path) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Self { name };
+        let out = lab.run(&["up", dir.to_str().expect("utf-8 path")]);
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(netwarden())
+            .args(["lab", "--name", &self.name])
+            .args(args)
+            .output()
+            .expect("netwarden runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lab {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// `lab probe --output json`, as from -> to -> connected.
+    fn probe(&self, network: Option<&str>, port: ContainerPort) -> Table {
+        let port_text = port.port.to_string();
+        let protocol = port.protocol.to_string();
+        let mut args = vec![
+            "probe",
+            "--output",
+            "json",
+            "--port",
+            &port_text,
+            "--protocol",
+            &protocol,
+        ];
+        if let Some(network) = network {
+            args.extend(["--network", network]);
+        }
+        let json: Value = serde_json::from_str(&self.ok(&args)).expect("probe prints JSON");
+        assert_eq!(json["port"], port.port);
+        assert_eq!(json["protocol"], protocol.as_str());
+        serde_json::from_value(json["matrix"].clone()).expect("matrix of booleans")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+type Table = BTreeMap<String, BTreeMap<String, bool>>;
+
+/// What the scenario says: every pod on `network` (all pods for the cluster network;
+/// those whose networks annotation names the NAD otherwise) reaches every other one on
+/// it that declares `port`.
+fn expected(manifests: &[Manifest], network: Option<&str>, port: ContainerPort) -> Table {
+    let pods: Vec<(PodName, Vec<ContainerPort>)> = manifests
+        .iter()
+        .filter(|m| m.key.kind == "Pod")
+        .filter(|m| network.is_none_or(|nad| attaches(m, nad)))
+        .map(|m| {
+            let pod = spec::pod_spec(m).expect("example pods are valid");
+            (pod.pod, pod.ports)
+        })
+        .collect();
+    pods.iter()
+        .map(|(from, _)| {
+            let row = pods
+                .iter()
+                .filter(|(to, _)| to != from)
+                .map(|(to, ports)| (to.to_string(), ports.contains(&port)))
+                .collect();
+            (from.to_string(), row)
+        })
+        .collect()
+}
+
+/// Whether the pod's `k8s.v1.cni.cncf.io/networks` names `nad` (`namespace/name`).
+fn attaches(pod: &Manifest, nad: &str) -> bool {
+    let namespace = pod.key.namespace.as_deref().unwrap_or("default");
+    pod.value
+        .pointer("/metadata/annotations/k8s.v1.cni.cncf.io~1networks")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .any(|n| {
+            let full = if n.contains('/') {
+                n.to_owned()
+            } else {
+                format!("{namespace}/{n}")
+            };
+            full == nad
+        })
+}
+
+const NET1: &str = "default/macvlan-conf";
+
+fn tcp(port: u16) -> ContainerPort {
+    ContainerPort {
+        protocol: Protocol::Tcp,
+        port,
+    }
+}
+
+fn leftovers(name: &str) -> Vec<String> {
+    let prefix = format!("nwlab-{name}-");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) {
+            found.push(format!("netns {file}"));
+        }
+    }
+    let root = format!("/run/netwarden-lab/{name}");
+    if Path::new(&root).exists() {
+        found.push(root.clone());
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&format!("{root}/")) || cmdline.contains(&format!("--name {name} ")) {
+            found.push(format!("process {cmdline}"));
+        }
+    }
+    for network in std::fs::read_dir("/var/lib/cni/networks")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for entry in std::fs::read_dir(network.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .starts_with(&prefix)
+            {
+                found.push(format!("allocation {}", entry.path().display()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn quickstart_tables_pods_coming_and_going_exec_and_a_clean_down() {
+    let dir = example("quickstart");
+    let mut manifests = spec::load(&dir).expect("example loads");
+    let lab = Lab::up(&dir);
+
+    let udp80 = ContainerPort {
+        protocol: Protocol::Udp,
+        port: 80,
+    };
+    for (network, port) in [
+        (None, tcp(80)),
+        (Some(NET1), tcp(80)),
+        (Some(NET1), udp80),
+        (Some(NET1), tcp(6379)),
+    ] {
+        assert_eq!(
+            lab.probe(network, port),
+            expected(&manifests, network, port),
+            "{network:?} {port:?}"
+        );
+    }
+
+    // A new pod on net1 serving 80 (no nodeName: the lab schedules it), then web-1 goes.
+    let changes = tempfile::tempdir().expect("temp dir");
+    let extra = changes.path().join("extra.yaml");
+    std::fs::write(
+        &extra,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: extra\n  annotations: {k8s.v1.cni.cncf.io/networks: macvlan-conf}\nspec:\n  containers: [{name: c, ports: [{containerPort: 80}]}]\n",
+    )
+    .expect("manifest written");
+    lab.ok(&["apply", "-f", extra.to_str().expect("utf-8")]);
+    manifests.extend(spec::load_file(&extra).expect("extra loads"));
+    assert_eq!(
+        lab.probe(Some(NET1), tcp(80)),
+        expected(&manifests, Some(NET1), tcp(80))
+    );
+
+    let web1 = changes.path().join("web-1.yaml");
+    std::fs::write(
+        &web1,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1}\n",
+    )
+    .expect("written");
+    lab.ok(&["delete", "-f", web1.to_str().expect("utf-8")]);
+    manifests.retain(|m| !(m.key.kind == "Pod" && m.key.name == "web-1"));
+    assert_eq!(
+        lab.probe(None, tcp(80)),
+        expected(&manifests, None, tcp(80))
+    );
+    assert!(!Path::new(&format!("/run/netns/nwlab-{}-default-web-1", lab.name)).exists());
+
+    // exec runs in the pod: it sees the pod's own interfaces, and passes the exit code on.
+    let addresses = lab.ok(&[
+        "exec",
+        "default/samplepod",
+        "--",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+    ]);
+    for ifname in ["eth0", "net1", "net2"] {
+        assert!(addresses.contains(ifname), "{addresses}");
+    }
+    assert!(
+        addresses.contains("10.244.") && addresses.contains("192.168.1."),
+        "{addresses}"
+    );
+    assert_eq!(
+        lab.run(&["exec", "samplepod", "--", "false"]).status.code(),
+        Some(1)
+    );
+
+    let name = lab.name.clone();
+    assert!(
+        !leftovers(&name).is_empty(),
+        "the running lab is visible to leftovers()"
+    );
+    lab.ok(&["down"]);
+    assert_eq!(leftovers(&name), Vec::<String>::new());
+}
