@@ -1,37 +1,53 @@
-//! Privileged: two network namespaces joined by a veth pair; the classifier attached inside
-//! one of them drops what its map names, and nothing once it is detached.
-use netwarden_agent::{datapath::Datapath, lab::topology::PodPair};
+//! Privileged: two network namespaces joined by a veth pair; the classifiers attached inside
+//! one of them drop what its policy does not allow, and nothing once detached.
+use netwarden_agent::{
+    datapath::{
+        pins::ScratchPinRoot,
+        rules::{EndpointPolicy, Isolation, PeerBlock, Peers, Ports, Rule},
+        Datapath, EndpointSettings,
+    },
+    lab::topology::PodPair,
+};
 
 #[tokio::test]
-async fn classifier_in_a_namespace_drops_a_denied_source_until_detached() -> anyhow::Result<()> {
+async fn classifier_in_a_namespace_drops_what_policy_denies_until_detached() -> anyhow::Result<()>
+{
     let pods = PodPair::create("t-drop")?;
     assert!(
         pods.client_reaches_server()?,
         "veth pair does not pass traffic before netwarden"
     );
-
-    let mut datapath = Datapath::load()?;
-    let attachment = datapath.attach(&pods.server_interface())?;
-    assert!(
-        pods.client_reaches_server()?,
-        "an empty deny map must let traffic pass"
-    );
-
-    datapath.deny_source(PodPair::CLIENT_ADDRESS)?;
+    let pins = ScratchPinRoot::create("t-drop");
+    let mut datapath = Datapath::load_at(pins.root().clone())?;
+    let server = datapath.attach(&pods.server_interface())?;
     assert!(
         !pods.client_reaches_server()?,
-        "the classifier let a denied source through"
+        "an attached but unprogrammed interface must drop (fail closed)"
     );
+    let addresses = [PodPair::SERVER_ADDRESS.into()];
+    let settings = EndpointSettings::default();
+    datapath.program(&server, &EndpointPolicy::default(), &addresses, settings)?;
+    assert!(pods.client_reaches_server()?, "an open endpoint must pass");
 
-    datapath.allow_source(PodPair::CLIENT_ADDRESS)?;
-    assert!(
-        pods.client_reaches_server()?,
-        "removing the map entry did not restore traffic"
-    );
+    let deny_all = EndpointPolicy {
+        ingress: Isolation::Isolated(Vec::new()),
+        ..EndpointPolicy::default()
+    };
+    datapath.program(&server, &deny_all, &addresses, settings)?;
+    assert!(!pods.client_reaches_server()?, "isolated without rules let the client through");
 
-    datapath.deny_source(PodPair::CLIENT_ADDRESS)?;
-    assert!(!pods.client_reaches_server()?);
-    datapath.detach(attachment)?;
+    let allow_client = EndpointPolicy {
+        ingress: Isolation::Isolated(vec![Rule {
+            peers: Peers::Blocks(vec![PeerBlock::host(PodPair::CLIENT_ADDRESS.into())]),
+            ports: Ports::Any,
+        }]),
+        ..EndpointPolicy::default()
+    };
+    datapath.program(&server, &allow_client, &addresses, settings)?;
+    assert!(pods.client_reaches_server()?, "the rule for the client did not let it through");
+
+    datapath.program(&server, &deny_all, &addresses, settings)?;
+    datapath.detach(&pods.server_interface())?;
     assert!(
         pods.client_reaches_server()?,
         "traffic still dropped after detach: the program is still attached"
@@ -42,7 +58,8 @@ async fn classifier_in_a_namespace_drops_a_denied_source_until_detached() -> any
 #[tokio::test]
 async fn attaching_to_what_is_not_there_names_it() -> anyhow::Result<()> {
     let pods = PodPair::create("t-missing")?;
-    let mut datapath = Datapath::load()?;
+    let pins = ScratchPinRoot::create("t-missing");
+    let mut datapath = Datapath::load_at(pins.root().clone())?;
 
     let mut no_namespace = pods.server_interface();
     no_namespace.netns = "/run/netns/nw-does-not-exist".into();

@@ -1,9 +1,13 @@
 //! The smallest real demo: one packet flow passing, dropped by the eBPF classifier inside
-//! a network namespace, and passing again once the classifier is detached.
+//! a network namespace once the server's ingress is isolated with no rule for the client,
+//! and passing again once a rule allows it.
 use anyhow::{ensure, Context};
-
 use super::topology::PodPair;
-use crate::datapath::Datapath;
+use crate::datapath::{
+    pins::ScratchPinRoot,
+    rules::{EndpointPolicy, Isolation, PeerBlock, Peers, Ports, Rule},
+    Datapath, EndpointSettings,
+};
 
 /// Runs the demo, printing each step; fails if any step does not behave as it says.
 pub async fn run() -> anyhow::Result<()> {
@@ -17,19 +21,44 @@ pub async fn run() -> anyhow::Result<()> {
     );
     step(&pods, "before netwarden", true)?;
 
-    let mut datapath = Datapath::load().context("loading netwarden's eBPF object")?;
-    let attachment = datapath.attach(&pods.server_interface())?;
-    println!("attached the classifier to {}", attachment.target());
-    step(&pods, "attached, deny map empty", true)?;
+    // Its own pin directory, removed at the end: the demo never touches a real agent's.
+    let pins = ScratchPinRoot::create("demo");
+    let mut datapath =
+        Datapath::load_at(pins.root().clone()).context("loading netwarden's eBPF object")?;
+    let server = datapath.attach(&pods.server_interface())?;
+    println!("attached ingress + egress classifiers to {}", pods.server_interface());
+    let addresses = [PodPair::SERVER_ADDRESS.into()];
+    let open = EndpointPolicy::default();
+    datapath.program(&server, &open, &addresses, EndpointSettings::default())?;
+    step(&pods, "attached, not isolated", true)?;
 
-    datapath.deny_source(PodPair::CLIENT_ADDRESS)?;
-    println!("deny map: + {}", PodPair::CLIENT_ADDRESS);
-    step(&pods, "client denied", false)?;
+    let isolated = EndpointPolicy {
+        ingress: Isolation::Isolated(Vec::new()),
+        ..EndpointPolicy::default()
+    };
+    datapath.program(&server, &isolated, &addresses, EndpointSettings::default())?;
+    println!("server ingress isolated, no rule");
+    step(&pods, "client not allowed", false)?;
 
-    datapath.detach(attachment)?;
-    println!("detached the classifier");
+    let allowed = EndpointPolicy {
+        ingress: Isolation::Isolated(vec![Rule {
+            peers: Peers::Blocks(vec![PeerBlock::host(PodPair::CLIENT_ADDRESS.into())]),
+            ports: Ports::Any,
+        }]),
+        ..EndpointPolicy::default()
+    };
+    datapath.program(&server, &allowed, &addresses, EndpointSettings::default())?;
+    println!("rule: ingress from {} allowed", PodPair::CLIENT_ADDRESS);
+    step(&pods, "client allowed", true)?;
+
+    datapath.program(&server, &isolated, &addresses, EndpointSettings::default())?;
+    println!("rule removed again");
+    step(&pods, "client no longer allowed", false)?;
+
+    datapath.detach(&pods.server_interface())?;
+    println!("detached the classifiers");
     step(&pods, "detached", true)?;
-    println!("demo finished; removing its namespaces");
+    println!("demo finished; removing its namespaces and pins");
     Ok(())
 }
 

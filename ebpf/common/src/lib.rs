@@ -24,6 +24,16 @@ pub mod names {
     pub const PROG_INGRESS: &str = "netwarden_ingress";
     /// Classifier on the pod interface's tc egress: traffic leaving the pod.
     pub const PROG_EGRESS: &str = "netwarden_egress";
+    /// A classifier that passes every packet untouched: the benchmark's floor.
+    pub const PROG_PASSTHROUGH: &str = "netwarden_passthrough";
+    /// Globals the loader sets in each endpoint's program instance: the [`EndpointKey`]
+    /// of the one interface that instance is attached to.
+    ///
+    /// [`EndpointKey`]: super::EndpointKey
+    pub const GLOBAL_NETNS_COOKIE: &str = "ENDPOINT_NETNS_COOKIE";
+    pub const GLOBAL_IFINDEX: &str = "ENDPOINT_IFINDEX";
+    /// aya-log's ring buffer, pinned so every program instance logs into one reader.
+    pub const MAP_LOGS: &str = "AYA_LOGS";
     pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
     pub const MAP_PEERS: &str = "PEERS";
     pub const MAP_PORTS: &str = "PORTS";
@@ -76,6 +86,8 @@ pub mod endpoint_flags {
 /// `ENDPOINTS` key: the interface a packet is on. The netns cookie is unique per network
 /// namespace for the life of the boot and the ifindex is unique inside one namespace, so
 /// the pair names one interface even when pods on different networks share addresses.
+/// The agent reads both in the pod's namespace (`SO_NETNS_COOKIE`, `if_nametoindex`) and
+/// compiles them into the program instance it attaches there (see `ebpf/programs`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
@@ -168,6 +180,35 @@ pub struct FlowKey {
     pub remote: Addr,
     pub local_port: u16,
     pub remote_port: u16,
+}
+
+/// [`FlowState::state`]: the low bits are the protocol state, the top bit a flag.
+pub mod flow_state {
+    /// TCP/SCTP: handshake seen, not yet confirmed by the peer; other protocols: live.
+    pub const OPENING: u8 = 0;
+    /// TCP: a packet without SYN was seen after the first; SCTP: past INIT.
+    pub const ESTABLISHED: u8 = 1;
+    /// TCP FIN or RST, SCTP ABORT or SHUTDOWN COMPLETE seen.
+    pub const CLOSING: u8 = 2;
+    /// Mask of the protocol state above.
+    pub const STATE_MASK: u8 = 0x7f;
+    /// The flow was admitted as portless (ICMP, a non-first fragment, another protocol):
+    /// a re-check after a policy change needs a rule allowing all ports and protocols.
+    pub const PORTLESS: u8 = 0x80;
+}
+
+/// Connection-tracking timeouts, checked when a flow is looked up (the LRU bounds the
+/// table size; expired entries are replaced on their next packet or evicted).
+pub mod flow_timeout {
+    const SECOND: u64 = 1_000_000_000;
+    /// TCP/SCTP before the handshake completes, and after FIN/RST (ABORT/SHUTDOWN).
+    pub const TCP_TRANSIENT_NS: u64 = 60 * SECOND;
+    /// TCP/SCTP established: the Linux conntrack default.
+    pub const TCP_ESTABLISHED_NS: u64 = 2 * 60 * 60 * SECOND;
+    pub const UDP_NS: u64 = 60 * SECOND;
+    pub const ICMP_NS: u64 = 30 * SECOND;
+    /// Any other protocol.
+    pub const OTHER_NS: u64 = 60 * SECOND;
 }
 
 /// `CONNTRACK` value.

@@ -1,0 +1,357 @@
+//! The table writer: compiles an endpoint's policy (`compile.rs`) into the generation not
+//! in use, puts the entries into `PEERS`/`PORTS`, its addresses into `ADDRESSES`, and
+//! flips `ENDPOINTS` so packets switch tables at once.
+//!
+//! Order of a swap: write the new generation's entries (invisible: the live config still
+//! names the old generation), replace the `ENDPOINTS` value in one update (new generation,
+//! revision + 1, flags), then delete the old generation. A packet sees the old table or
+//! the new one, never a mix.
+use std::{collections::HashMap as StdHashMap, net::IpAddr};
+
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    HashMap, MapData, PerCpuHashMap,
+};
+use netwarden_common::{
+    endpoint_flags, names, Addr, AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey,
+    FlowKey, FlowState, PeerKey, PeerValue, PortKey, PortValue,
+};
+
+use super::{
+    compile,
+    rules::EndpointPolicy,
+    Datapath, DatapathError,
+};
+
+/// Per-endpoint switches that are not policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSettings {
+    /// Drop egress packets whose source is not one of the endpoint's addresses.
+    pub anti_spoof: bool,
+    /// Report allowed new flows as events too.
+    pub report_allows: bool,
+}
+
+impl EndpointSettings {
+    fn flags(self) -> u32 {
+        let mut flags = 0;
+        if self.anti_spoof {
+            flags |= endpoint_flags::ANTI_SPOOF;
+        }
+        if self.report_allows {
+            flags |= endpoint_flags::REPORT_ALLOWS;
+        }
+        flags
+    }
+}
+
+impl Default for EndpointSettings {
+    fn default() -> Self {
+        Self {
+            anti_spoof: true,
+            report_allows: false,
+        }
+    }
+}
+
+/// The keys of one endpoint's live generation, as this process wrote them.
+struct Written {
+    generation: u8,
+    peers: Vec<Key<PeerKey>>,
+    ports: Vec<Key<PortKey>>,
+}
+
+/// Per endpoint id: the live generation's keys.
+#[derive(Default)]
+pub(super) struct WrittenIndex(StdHashMap<u32, Written>);
+
+impl Datapath {
+    /// Replaces the policy, addresses and settings of an attached endpoint in one step as
+    /// packets see it, and returns the configuration now live.
+    pub fn program(
+        &mut self,
+        endpoint: &EndpointKey,
+        policy: &EndpointPolicy,
+        addresses: &[IpAddr],
+        settings: EndpointSettings,
+    ) -> Result<EndpointConfig, DatapathError> {
+        let current = self.endpoint_config(endpoint)?;
+        let id = match current {
+            Some(config) => config.id,
+            None => self.free_endpoint_id()?,
+        };
+        let generation = current.map_or(0, |c| c.generation as u8 ^ 1);
+        let tables = compile::compile(id, generation, policy);
+        let stale = |key_endpoint: u32, key_generation: u8| {
+            key_endpoint == id && key_generation == generation
+        };
+        // Leftovers of an interrupted earlier write in the generation about to be filled.
+        if !self.written.0.contains_key(&id) {
+            remove_peers(self.peers_map()?, |k| stale(k.endpoint, k.generation))?;
+            remove_ports(self.ports_map()?, |k| stale(k.endpoint, k.generation))?;
+        }
+        let mut peer_map = self.peers_map()?;
+        let mut written_peers = Vec::with_capacity(tables.peers.len());
+        for entry in &tables.peers {
+            let key = Key::new(entry.prefix_len, entry.key);
+            peer_map
+                .insert(&key, entry.value, 0)
+                .map_err(map_error(names::MAP_PEERS))?;
+            written_peers.push(key);
+        }
+        let mut port_map = self.ports_map()?;
+        let mut written_ports = Vec::with_capacity(tables.ports.len());
+        for entry in &tables.ports {
+            let key = Key::new(entry.prefix_len, entry.key);
+            port_map
+                .insert(&key, entry.value, 0)
+                .map_err(map_error(names::MAP_PORTS))?;
+            written_ports.push(key);
+        }
+        let new_addresses: Vec<AddressKey> = addresses
+            .iter()
+            .map(|a| AddressKey {
+                endpoint: id,
+                addr: addr16(*a),
+            })
+            .collect();
+        let mut address_map = self.addresses_map()?;
+        for key in &new_addresses {
+            address_map
+                .insert(key, 1, 0)
+                .map_err(map_error(names::MAP_ADDRESSES))?;
+        }
+
+        let config = EndpointConfig {
+            id,
+            flags: tables.flags | settings.flags(),
+            generation: u32::from(generation),
+            revision: current.map_or(1, |c| c.revision.wrapping_add(1)),
+        };
+        self.endpoints_map()?
+            .insert(endpoint, config, 0)
+            .map_err(map_error(names::MAP_ENDPOINTS))?;
+
+        // Now unreachable: the old generation and addresses no longer assigned.
+        let old_generation = generation ^ 1;
+        match self.written.0.remove(&id) {
+            Some(old) if current.is_some() => {
+                let mut peer_map = self.peers_map()?;
+                for key in &old.peers {
+                    remove_ignoring_missing(peer_map.remove(key), names::MAP_PEERS)?;
+                }
+                let mut port_map = self.ports_map()?;
+                for key in &old.ports {
+                    remove_ignoring_missing(port_map.remove(key), names::MAP_PORTS)?;
+                }
+                debug_assert_eq!(old.generation, old_generation);
+            }
+            _ => {
+                remove_peers(self.peers_map()?, |k| {
+                    k.endpoint == id && k.generation == old_generation
+                })?;
+                remove_ports(self.ports_map()?, |k| {
+                    k.endpoint == id && k.generation == old_generation
+                })?;
+            }
+        }
+        remove_matching(self.addresses_map()?, names::MAP_ADDRESSES, |k: &AddressKey| {
+            k.endpoint == id && !new_addresses.contains(k)
+        })?;
+        self.written.0.insert(
+            id,
+            Written {
+                generation,
+                peers: written_peers,
+                ports: written_ports,
+            },
+        );
+        Ok(config)
+    }
+
+    /// The live configuration of `endpoint`, if it has been programmed.
+    pub fn endpoint_config(
+        &mut self,
+        endpoint: &EndpointKey,
+    ) -> Result<Option<EndpointConfig>, DatapathError> {
+        match self.endpoints_map()?.get(endpoint, 0) {
+            Ok(config) => Ok(Some(config)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_error(names::MAP_ENDPOINTS)(e)),
+        }
+    }
+
+    /// Removes every entry of `endpoint` from every map: tables, addresses, flows, counters.
+    /// Its id may then be given to another endpoint without inheriting anything.
+    pub(super) fn free(&mut self, endpoint: &EndpointKey) -> Result<(), DatapathError> {
+        let Some(config) = self.endpoint_config(endpoint)? else {
+            return Ok(());
+        };
+        let id = config.id;
+        // First the config: from here on packets are dropped as not programmed.
+        remove_ignoring_missing(
+            self.endpoints_map()?.remove(endpoint),
+            names::MAP_ENDPOINTS,
+        )?;
+        self.written.0.remove(&id);
+        remove_peers(self.peers_map()?, |k| k.endpoint == id)?;
+        remove_ports(self.ports_map()?, |k| k.endpoint == id)?;
+        remove_matching(self.addresses_map()?, names::MAP_ADDRESSES, |k: &AddressKey| {
+            k.endpoint == id
+        })?;
+        // aya reads an LRU hash through the plain HashMap type.
+        let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
+        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| k.endpoint == id)?;
+        let counters: PerCpuHashMap<_, CounterKey, Counter> =
+            self.typed_map(names::MAP_COUNTERS)?;
+        remove_matching(counters, names::MAP_COUNTERS, |k: &CounterKey| k.endpoint == id)?;
+        Ok(())
+    }
+
+    /// Forgets every tracked flow of `endpoint`: their next packets are judged as new.
+    pub fn clear_flows(&mut self, endpoint: &EndpointKey) -> Result<(), DatapathError> {
+        let id = self
+            .endpoint_config(endpoint)?
+            .ok_or(DatapathError::NotProgrammed(*endpoint))?
+            .id;
+        let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
+        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| k.endpoint == id)
+    }
+
+    /// The smallest id no programmed endpoint uses (0 means "unknown" in events).
+    fn free_endpoint_id(&mut self) -> Result<u32, DatapathError> {
+        let endpoints = self.endpoints_map()?;
+        let mut used: Vec<u32> = endpoints
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, config)| config.id)
+            .collect();
+        used.sort_unstable();
+        let mut candidate = 1u32;
+        for id in used {
+            if id == candidate {
+                candidate = candidate.checked_add(1).ok_or(DatapathError::NoFreeEndpointId)?;
+            } else if id > candidate {
+                break;
+            }
+        }
+        Ok(candidate)
+    }
+
+    fn endpoints_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, EndpointKey, EndpointConfig>, DatapathError> {
+        self.typed_map(names::MAP_ENDPOINTS)
+    }
+
+    fn peers_map(&mut self) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
+        self.typed_map(names::MAP_PEERS)
+    }
+
+    fn ports_map(&mut self) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
+        self.typed_map(names::MAP_PORTS)
+    }
+
+    fn addresses_map(&mut self) -> Result<HashMap<&mut MapData, AddressKey, u8>, DatapathError> {
+        self.typed_map(names::MAP_ADDRESSES)
+    }
+
+    /// A map of the object, typed.
+    pub(super) fn typed_map<'a, M>(&'a mut self, name: &'static str) -> Result<M, DatapathError>
+    where
+        M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+    {
+        let map = self.shared.map_mut(name).ok_or(DatapathError::Missing {
+            kind: "map",
+            name,
+        })?;
+        M::try_from(map).map_err(map_error(name))
+    }
+}
+
+/// The 16-byte form of an address: IPv4 as `::ffff:a.b.c.d`.
+pub fn addr16(address: IpAddr) -> Addr {
+    match address {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+fn remove_ignoring_missing(
+    result: Result<(), aya::maps::MapError>,
+    map: &'static str,
+) -> Result<(), DatapathError> {
+    match result {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_error(map)(e)),
+    }
+}
+
+fn remove_peers(
+    mut map: LpmTrie<&mut MapData, PeerKey, PeerValue>,
+    matches: impl Fn(&PeerKey) -> bool,
+) -> Result<(), DatapathError> {
+    let keys: Vec<_> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| matches(&k.data()))
+        .collect();
+    for key in keys {
+        remove_ignoring_missing(map.remove(&key), names::MAP_PEERS)?;
+    }
+    Ok(())
+}
+
+fn remove_ports(
+    mut map: LpmTrie<&mut MapData, PortKey, PortValue>,
+    matches: impl Fn(&PortKey) -> bool,
+) -> Result<(), DatapathError> {
+    let keys: Vec<_> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| matches(&k.data()))
+        .collect();
+    for key in keys {
+        remove_ignoring_missing(map.remove(&key), names::MAP_PORTS)?;
+    }
+    Ok(())
+}
+
+/// Hash-like maps: every key `matches` selects is removed.
+trait KeyedMap<K> {
+    fn all_keys(&self) -> Vec<K>;
+    fn remove_key(&mut self, key: &K) -> Result<(), aya::maps::MapError>;
+}
+
+macro_rules! keyed_map {
+    ($map:ident) => {
+        impl<K: aya::Pod, V: aya::Pod> KeyedMap<K> for $map<&mut MapData, K, V> {
+            fn all_keys(&self) -> Vec<K> {
+                self.keys().filter_map(Result::ok).collect()
+            }
+            fn remove_key(&mut self, key: &K) -> Result<(), aya::maps::MapError> {
+                self.remove(key)
+            }
+        }
+    };
+}
+keyed_map!(HashMap);
+keyed_map!(PerCpuHashMap);
+
+fn remove_matching<K>(
+    mut map: impl KeyedMap<K>,
+    name: &'static str,
+    matches: impl Fn(&K) -> bool,
+) -> Result<(), DatapathError> {
+    for key in map.all_keys().into_iter().filter(|k| matches(k)) {
+        remove_ignoring_missing(map.remove_key(&key), name)?;
+    }
+    Ok(())
+}

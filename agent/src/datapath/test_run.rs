@@ -1,0 +1,88 @@
+//! Running a classifier on a crafted frame with BPF_PROG_TEST_RUN (aya 0.14 exposes it
+//! as `TestRun` on `SchedClassifier`): the verdict tests and the benchmark use it.
+use std::time::Duration;
+
+use aya::programs::{TestRun, TestRunOptions};
+use netwarden_common::{names, EndpointKey};
+
+use super::{events::Verdict, loader::classifier, Datapath, DatapathError};
+
+/// Which classifier of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    Ingress,
+    Egress,
+    /// The pass-through program: the benchmark's floor.
+    Passthrough,
+}
+
+impl Hook {
+    pub fn program_name(self) -> &'static str {
+        match self {
+            Self::Ingress => names::PROG_INGRESS,
+            Self::Egress => names::PROG_EGRESS,
+            Self::Passthrough => names::PROG_PASSTHROUGH,
+        }
+    }
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Ingress => "ingress",
+            Self::Egress => "egress",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// What one test run returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRunOutcome {
+    /// The tc action the program returned.
+    pub return_value: u32,
+    /// Mean time per run, as the kernel measured it.
+    pub per_run: Duration,
+}
+
+impl TestRunOutcome {
+    /// TC_ACT_OK is allow, TC_ACT_SHOT deny; the classifiers return nothing else.
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.return_value {
+            0 => Some(Verdict::Allow),
+            2 => Some(Verdict::Deny),
+            _ => None,
+        }
+    }
+}
+
+impl Datapath {
+    /// Runs `hook`'s program of `endpoint` (loaded for it if it is not attached) `repeat`
+    /// times on `frame`, Ethernet header first. The endpoint key is compiled into the
+    /// program instance, so the run sees exactly the tables a packet on that interface does.
+    pub fn test_run(
+        &mut self,
+        hook: Hook,
+        endpoint: &EndpointKey,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
+        let name = hook.program_name();
+        let ebpf = match hook {
+            Hook::Passthrough => &mut self.shared,
+            Hook::Ingress | Hook::Egress => self.instance(endpoint)?,
+        };
+        let result = classifier(ebpf, name)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: repeat.max(1),
+                ..TestRunOptions::new()
+            })
+            .map_err(|source| DatapathError::TestRun {
+                program: name,
+                source: Box::new(source),
+            })?;
+        Ok(TestRunOutcome {
+            return_value: result.return_value,
+            per_run: result.duration,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! What the agent learns about packets: verdict events (rate-limited) and counters.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use netwarden_common::{Counter, CounterKey, EventBudget, VerdictEvent};
+
+use crate::{
+    maps::{COUNTERS, EVENTS, EVENT_BUDGET},
+    parse::Packet,
+};
+
+/// Events each CPU may send per second, and the burst it may save up.
+const EVENTS_PER_SECOND: u64 = 1000;
+const EVENT_BURST: u64 = 1000;
+const NS_PER_EVENT: u64 = 1_000_000_000 / EVENTS_PER_SECOND;
+
+/// Adds the packet to its endpoint's (direction, verdict) counter on this CPU.
+#[inline(always)]
+pub fn count(endpoint: u32, direction: u8, verdict: u8, bytes: u32) {
+    let key = CounterKey {
+        endpoint,
+        direction,
+        verdict,
+        _pad: [0; 2],
+    };
+    match COUNTERS.get_ptr_mut(&key) {
+        // SAFETY: a per-CPU value: no other program run touches it concurrently.
+        Some(counter) => unsafe {
+            (*counter).packets += 1;
+            (*counter).bytes += bytes as u64;
+        },
+        None => {
+            let first = Counter {
+                packets: 1,
+                bytes: bytes as u64,
+            };
+            // Full map: the packet goes uncounted rather than changing its verdict.
+            let _ = COUNTERS.insert(&key, &first, 0);
+        }
+    }
+}
+
+/// Sends a verdict event if this CPU's budget allows; otherwise counts it as suppressed.
+#[inline(always)]
+pub fn report(endpoint: u32, direction: u8, verdict: u8, reason: u8, packet: &Packet) {
+    if !take_token() {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<VerdictEvent>(0) else {
+        suppressed();
+        return;
+    };
+    entry.write(VerdictEvent {
+        endpoint,
+        direction,
+        verdict,
+        reason,
+        protocol: packet.protocol,
+        family: packet.family,
+        _pad: [0; 3],
+        src: packet.src,
+        dst: packet.dst,
+        src_port: packet.src_port,
+        dst_port: packet.dst_port,
+    });
+    entry.submit(0);
+}
+
+/// A token bucket per CPU: refilled by elapsed time, capped at the burst.
+#[inline(always)]
+fn take_token() -> bool {
+    let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU value, used by one program run at a time on this CPU.
+    let budget: &mut EventBudget = unsafe { &mut *budget };
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let earned = now.saturating_sub(budget.last_refill_ns) / NS_PER_EVENT;
+    if earned > 0 {
+        budget.tokens = (budget.tokens + earned).min(EVENT_BURST);
+        budget.last_refill_ns = now;
+    }
+    if budget.tokens == 0 {
+        budget.suppressed += 1;
+        return false;
+    }
+    budget.tokens -= 1;
+    true
+}
+
+#[inline(always)]
+fn suppressed() {
+    if let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) {
+        // SAFETY: per-CPU value, as above.
+        unsafe { (*budget).suppressed += 1 };
+    }
+}
