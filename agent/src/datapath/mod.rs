@@ -12,6 +12,7 @@ mod counters;
 mod events;
 mod loader;
 mod object;
+mod occupancy;
 pub mod pins;
 pub mod rules;
 mod tables;
