@@ -10,8 +10,7 @@ use netwarden_agent::{
 };
 
 #[tokio::test]
-async fn classifier_in_a_namespace_drops_what_policy_denies_until_detached() -> anyhow::Result<()>
-{
+async fn classifier_in_a_namespace_drops_what_policy_denies_until_detached() -> anyhow::Result<()> {
     let pods = PodPair::create("t-drop")?;
     assert!(
         pods.client_reaches_server()?,
@@ -34,7 +33,10 @@ async fn classifier_in_a_namespace_drops_what_policy_denies_until_detached() -> 
         ..EndpointPolicy::default()
     };
     datapath.program(&server, &deny_all, &addresses, settings)?;
-    assert!(!pods.client_reaches_server()?, "isolated without rules let the client through");
+    assert!(
+        !pods.client_reaches_server()?,
+        "isolated without rules let the client through"
+    );
 
     let allow_client = EndpointPolicy {
         ingress: Isolation::Isolated(vec![Rule {
@@ -44,7 +46,10 @@ async fn classifier_in_a_namespace_drops_what_policy_denies_until_detached() -> 
         ..EndpointPolicy::default()
     };
     datapath.program(&server, &allow_client, &addresses, settings)?;
-    assert!(pods.client_reaches_server()?, "the rule for the client did not let it through");
+    assert!(
+        pods.client_reaches_server()?,
+        "the rule for the client did not let it through"
+    );
 
     datapath.program(&server, &deny_all, &addresses, settings)?;
     datapath.detach(&pods.server_interface())?;

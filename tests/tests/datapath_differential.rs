@@ -37,7 +37,8 @@ async fn kernel_and_model_agree_on_new_flows() -> anyhow::Result<()> {
             anti_spoof: scenario.anti_spoof,
             report_allows: false,
         };
-        let config = datapath.program(&endpoint, &scenario.policy, &scenario.addresses, settings)?;
+        let config =
+            datapath.program(&endpoint, &scenario.policy, &scenario.addresses, settings)?;
         let tables = compile(config.id, config.generation as u8, &scenario.policy);
         let addresses: BTreeSet<_> = scenario.addresses.iter().copied().collect();
         let model = EndpointState::new(config, &tables, addresses);

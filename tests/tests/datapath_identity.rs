@@ -1,7 +1,7 @@
 //! Privileged: the endpoint identity the classifiers compute from a real packet, on both
 //! hooks, is the key the agent computes from userspace (SO_NETNS_COOKIE, ifindex).
 use netwarden_agent::{
-    datapath::{pins::ScratchPinRoot, Datapath, EndpointSettings, Reason, rules::EndpointPolicy},
+    datapath::{pins::ScratchPinRoot, rules::EndpointPolicy, Datapath, EndpointSettings, Reason},
     lab::topology::PodPair,
 };
 
@@ -27,4 +27,3 @@ async fn both_hooks_see_the_pod_namespace_cookie_the_agent_reads() -> anyhow::Re
     assert!(!matches!(pending, Ok(Ok(e)) if e.reason == Reason::NotProgrammed));
     Ok(())
 }
-

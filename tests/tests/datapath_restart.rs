@@ -22,8 +22,12 @@ fn deny_all() -> EndpointPolicy {
 fn tcx_programs(target: &InterfaceTarget) -> anyhow::Result<(usize, usize)> {
     let ifname = target.ifname.as_str();
     let count = netns::run_in(&target.netns, || -> anyhow::Result<(usize, usize)> {
-        let ingress = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)?.1.len();
-        let egress = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)?.1.len();
+        let ingress = SchedClassifier::query_tcx(ifname, TcAttachType::Ingress)?
+            .1
+            .len();
+        let egress = SchedClassifier::query_tcx(ifname, TcAttachType::Egress)?
+            .1
+            .len();
         Ok((ingress, egress))
     })??;
     Ok(count)
@@ -45,7 +49,10 @@ async fn a_new_datapath_adopts_what_a_gone_one_attached() -> anyhow::Result<()> 
         // Dropped here without detaching: the agent went away.
     };
     assert_eq!(tcx_programs(&target)?, (1, 1));
-    assert!(!pods.client_reaches_server()?, "enforcement stopped with the datapath");
+    assert!(
+        !pods.client_reaches_server()?,
+        "enforcement stopped with the datapath"
+    );
 
     let mut datapath = Datapath::load_at(pins.root().clone())?;
     assert_eq!(pins.root().attached_endpoints()?, vec![first]);
@@ -65,7 +72,10 @@ async fn a_new_datapath_adopts_what_a_gone_one_attached() -> anyhow::Result<()> 
     let new_config = datapath.program(&endpoint, &allow_client, &addresses, settings)?;
     assert_eq!(new_config.id, config.id);
     assert_eq!(new_config.revision, config.revision + 1);
-    assert!(pods.client_reaches_server()?, "the adopted tables did not change");
+    assert!(
+        pods.client_reaches_server()?,
+        "the adopted tables did not change"
+    );
 
     datapath.detach(&target)?;
     assert_eq!(tcx_programs(&target)?, (0, 0));

@@ -7,7 +7,10 @@ use std::{process::Stdio, time::Duration};
 use netwarden_agent::{
     datapath::{
         pins::ScratchPinRoot,
-        rules::{EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule},
+        rules::{
+            EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol,
+            Rule,
+        },
         Datapath, DatapathEvent, EndpointSettings, Reason, VerdictEvents,
     },
     lab::topology::{NetNamespace, PodPair},
@@ -44,11 +47,15 @@ fn macvlan_network() -> anyhow::Result<Network> {
     let node = NetNamespace::create("t-mv-node")?;
     let client = NetNamespace::create("t-mv-c")?;
     let server = NetNamespace::create("t-mv-s")?;
-    node.exec(&["ip", "link", "add", "parent0", "type", "veth", "peer", "name", "peer0"])?;
+    node.exec(&[
+        "ip", "link", "add", "parent0", "type", "veth", "peer", "name", "peer0",
+    ])?;
     node.exec(&["ip", "link", "set", "parent0", "up"])?;
     node.exec(&["ip", "link", "set", "peer0", "up"])?;
     for (ns, name, address) in [(&client, "mvc", CLIENT), (&server, "mvs", SERVER)] {
-        node.exec(&["ip", "link", "add", name, "link", "parent0", "type", "macvlan", "mode", "bridge"])?;
+        node.exec(&[
+            "ip", "link", "add", name, "link", "parent0", "type", "macvlan", "mode", "bridge",
+        ])?;
         node.exec(&["ip", "link", "set", name, "netns", ns.name()])?;
         ns.exec(&["ip", "addr", "add", &format!("{address}/24"), "dev", name])?;
         ns.exec(&["ip", "link", "set", name, "up"])?;
@@ -63,7 +70,10 @@ fn macvlan_network() -> anyhow::Result<Network> {
 
 fn in_ns(ns: &NetNamespace, argv: &[&str]) -> Command {
     let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns.name()]).args(argv).kill_on_drop(true);
+    command
+        .args(["netns", "exec", ns.name()])
+        .args(argv)
+        .kill_on_drop(true);
     command
 }
 
@@ -86,7 +96,12 @@ impl Drop for EchoServers {
 /// Echo servers on the server: TCP 5001 and 5003, UDP 5002 and 5004.
 fn echo_servers(server: &NetNamespace) -> anyhow::Result<EchoServers> {
     let mut servers = EchoServers(Vec::new());
-    for listen in ["TCP-LISTEN:5001,reuseaddr,fork", "TCP-LISTEN:5003,reuseaddr,fork", "UDP-RECVFROM:5002,fork", "UDP-RECVFROM:5004,fork"] {
+    for listen in [
+        "TCP-LISTEN:5001,reuseaddr,fork",
+        "TCP-LISTEN:5003,reuseaddr,fork",
+        "UDP-RECVFROM:5002,fork",
+        "UDP-RECVFROM:5004,fork",
+    ] {
         let child = in_ns(server, &["socat", listen, "EXEC:cat"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -99,20 +114,26 @@ fn echo_servers(server: &NetNamespace) -> anyhow::Result<EchoServers> {
 
 /// Whether a TCP connection to `port` is established within a second.
 async fn tcp_connects(client: &NetNamespace, port: u16) -> anyhow::Result<bool> {
-    let status = in_ns(client, &["ncat", "-z", "-w", "1", SERVER, &port.to_string()])
-        .stderr(Stdio::null())
-        .status()
-        .await?;
+    let status = in_ns(
+        client,
+        &["ncat", "-z", "-w", "1", SERVER, &port.to_string()],
+    )
+    .stderr(Stdio::null())
+    .status()
+    .await?;
     Ok(status.success())
 }
 
 /// Whether a UDP datagram to `port` comes back echoed within a second.
 async fn udp_echoes(client: &NetNamespace, port: u16) -> anyhow::Result<bool> {
-    let mut child = in_ns(client, &["socat", "-T", "1", "-", &format!("UDP:{SERVER}:{port}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = in_ns(
+        client,
+        &["socat", "-T", "1", "-", &format!("UDP:{SERVER}:{port}")],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()?;
     child.stdin.take().unwrap().write_all(b"datagram\n").await?;
     let output = child.wait_with_output().await?;
     Ok(String::from_utf8_lossy(&output.stdout).contains("datagram"))
@@ -136,7 +157,11 @@ fn port(protocol: Protocol, port: u16) -> PortMatch {
     }
 }
 
-async fn next_deny(events: &mut VerdictEvents, reason: Reason, dst_port: u16) -> anyhow::Result<DatapathEvent> {
+async fn next_deny(
+    events: &mut VerdictEvents,
+    reason: Reason,
+    dst_port: u16,
+) -> anyhow::Result<DatapathEvent> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     loop {
         let event = tokio::time::timeout_at(deadline, events.next())
@@ -161,34 +186,56 @@ async fn policy_is_enforced_on(network: Network) -> anyhow::Result<()> {
     datapath.program(&server, &full, &addresses, settings)?;
     tokio::time::sleep(Duration::from_millis(200)).await; // the echo servers listen
 
-    assert!(tcp_connects(&network.client, 5001).await?, "allowed TCP (reply through isolated egress)");
+    assert!(
+        tcp_connects(&network.client, 5001).await?,
+        "allowed TCP (reply through isolated egress)"
+    );
     assert!(!tcp_connects(&network.client, 5003).await?, "denied TCP");
     let event = next_deny(&mut events, Reason::NoMatchingRule, 5003).await?;
     assert_eq!(event.src, Some(CLIENT.parse()?));
-    assert!(udp_echoes(&network.client, 5002).await?, "allowed UDP and its reply");
+    assert!(
+        udp_echoes(&network.client, 5002).await?,
+        "allowed UDP and its reply"
+    );
     assert!(!udp_echoes(&network.client, 5004).await?, "denied UDP");
     next_deny(&mut events, Reason::NoMatchingRule, 5004).await?;
 
     // An established connection, then the rule that admitted it goes away.
-    let mut session = in_ns(&network.client, &["socat", "-", &format!("TCP:{SERVER}:5001")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut session = in_ns(
+        &network.client,
+        &["socat", "-", &format!("TCP:{SERVER}:5001")],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()?;
     let mut to_server = session.stdin.take().unwrap();
     let mut from_server = BufReader::new(session.stdout.take().unwrap()).lines();
     to_server.write_all(b"before\n").await?;
     let echoed = timeout(Duration::from_secs(2), from_server.next_line()).await??;
-    assert_eq!(echoed.as_deref(), Some("before"), "established session echoes");
+    assert_eq!(
+        echoed.as_deref(),
+        Some("before"),
+        "established session echoes"
+    );
 
     let udp_only = allow_client(vec![port(Protocol::Udp, 5002)]);
     datapath.program(&server, &udp_only, &addresses, settings)?;
     to_server.write_all(b"after\n").await?;
     let after = timeout(Duration::from_millis(1500), from_server.next_line()).await;
-    assert!(after.is_err(), "the revoked connection still carried data: {after:?}");
+    assert!(
+        after.is_err(),
+        "the revoked connection still carried data: {after:?}"
+    );
     next_deny(&mut events, Reason::Revoked, 5001).await?;
-    assert!(udp_echoes(&network.client, 5002).await?, "the rule still in place keeps working");
+    assert!(
+        udp_echoes(&network.client, 5002).await?,
+        "the rule still in place keeps working"
+    );
     let counters = datapath.counters(&server)?;
-    assert!(counters.ingress.denied.packets >= 3 && counters.egress.allowed.packets > 0, "{counters:?}");
+    assert!(
+        counters.ingress.denied.packets >= 3 && counters.egress.allowed.packets > 0,
+        "{counters:?}"
+    );
     datapath.detach(&target)?;
     Ok(())
 }

@@ -110,9 +110,20 @@ impl Fixture {
     }
 
     /// The verdict, and for a deny the reason its event gives.
-    async fn judge(&mut self, hook: Hook, frame: &[u8]) -> anyhow::Result<(Verdict, Option<Reason>)> {
-        let outcome = self.datapath.test_run(hook, &self.endpoint, frame, 1).map_err(|e| anyhow::anyhow!("{e:#} on a frame of {} bytes: {frame:02x?}", frame.len()))?;
-        let verdict = outcome.verdict().expect("the classifiers return OK or SHOT");
+    async fn judge(
+        &mut self,
+        hook: Hook,
+        frame: &[u8],
+    ) -> anyhow::Result<(Verdict, Option<Reason>)> {
+        let outcome = self
+            .datapath
+            .test_run(hook, &self.endpoint, frame, 1)
+            .map_err(|e| {
+                anyhow::anyhow!("{e:#} on a frame of {} bytes: {frame:02x?}", frame.len())
+            })?;
+        let verdict = outcome
+            .verdict()
+            .expect("the classifiers return OK or SHOT");
         if verdict == Verdict::Allow {
             return Ok((verdict, None));
         }
@@ -181,7 +192,14 @@ fn ethernet(ether_type: u16) -> Vec<u8> {
 }
 
 /// An IPv4 frame written by hand: options, fragment offset, lengths as given.
-fn raw4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], frag: u16, l4: &[u8]) -> Vec<u8> {
+fn raw4(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    options: &[u8],
+    frag: u16,
+    l4: &[u8],
+) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let ihl = 5 + options.len() / 4;
     let total = (ihl * 4 + l4.len()) as u16;
@@ -200,7 +218,13 @@ fn raw4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, options: &[u8], frag: u16, l
 }
 
 /// An IPv6 frame written by hand: `headers` are (next header, bytes) extension headers.
-fn raw6(src: Ipv6Addr, dst: Ipv6Addr, headers: &[(u8, Vec<u8>)], protocol: u8, l4: &[u8]) -> Vec<u8> {
+fn raw6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    headers: &[(u8, Vec<u8>)],
+    protocol: u8,
+    l4: &[u8],
+) -> Vec<u8> {
     let mut payload = Vec::new();
     let mut first = protocol;
     for (i, (kind, bytes)) in headers.iter().enumerate() {
@@ -245,24 +269,51 @@ fn fragment(offset: u16) -> Vec<u8> {
 async fn tcp_udp_and_sctp_ports_are_allowed_exactly_at_their_range_edges() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
     for (port, allowed) in [(7999, false), (8000, true), (8080, true), (8081, false)] {
-        assert_eq!(f.allows(Hook::Ingress, &tcp4(PEER, POD, 40000 + port, port)).await, allowed, "TCP {port}");
+        assert_eq!(
+            f.allows(Hook::Ingress, &tcp4(PEER, POD, 40000 + port, port))
+                .await,
+            allowed,
+            "TCP {port}"
+        );
     }
     assert!(f.allows(Hook::Ingress, &udp4(PEER, POD, 5353, 53)).await);
-    assert_eq!(f.denies_for(Hook::Ingress, &udp4(PEER, POD, 5353, 54)).await, Some(Reason::NoMatchingRule));
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &udp4(PEER, POD, 5353, 54))
+            .await,
+        Some(Reason::NoMatchingRule)
+    );
     let sctp = |dport| raw4(PEER, POD, SCTP, &[], 0, &l4_ports(3000, dport, 16));
     assert!(f.allows(Hook::Ingress, &sctp(3868)).await, "SCTP 3868");
     assert!(!f.allows(Hook::Ingress, &sctp(3869)).await, "SCTP 3869");
-    assert!(!f.allows(Hook::Ingress, &udp4(STRANGER, POD, 5353, 53)).await, "peer outside every rule");
+    assert!(
+        !f.allows(Hook::Ingress, &udp4(STRANGER, POD, 5353, 53))
+            .await,
+        "peer outside every rule"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn except_carves_a_prefix_that_another_rule_can_still_allow() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
-    assert_eq!(f.denies_for(Hook::Ingress, &tcp4(CARVED, POD, 40001, 8000)).await, Some(Reason::NoMatchingRule));
-    assert!(f.allows(Hook::Ingress, &tcp4(CARVED_HOST, POD, 40002, 1)).await, "host rule inside the except");
-    assert!(f.allows(Hook::Ingress, &ping4(CARVED_HOST, POD, 7)).await, "all-ports rule admits ICMP");
-    assert!(!f.allows(Hook::Ingress, &ping4(PEER, POD, 8)).await, "a ports rule never admits ICMP");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &tcp4(CARVED, POD, 40001, 8000))
+            .await,
+        Some(Reason::NoMatchingRule)
+    );
+    assert!(
+        f.allows(Hook::Ingress, &tcp4(CARVED_HOST, POD, 40002, 1))
+            .await,
+        "host rule inside the except"
+    );
+    assert!(
+        f.allows(Hook::Ingress, &ping4(CARVED_HOST, POD, 7)).await,
+        "all-ports rule admits ICMP"
+    );
+    assert!(
+        !f.allows(Hook::Ingress, &ping4(PEER, POD, 8)).await,
+        "a ports rule never admits ICMP"
+    );
     Ok(())
 }
 
@@ -270,7 +321,10 @@ async fn except_carves_a_prefix_that_another_rule_can_still_allow() -> anyhow::R
 async fn ipv4_options_and_fragments() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
     let with_options = raw4(PEER, POD, TCP, &options8(), 0, &l4_ports(40003, 8000, 20));
-    assert!(f.allows(Hook::Ingress, &with_options).await, "options are skipped");
+    assert!(
+        f.allows(Hook::Ingress, &with_options).await,
+        "options are skipped"
+    );
     // A later fragment has no ports: only an all-ports rule admits it.
     let later = |src| raw4(src, POD, TCP, &[], 185, &[0; 24]);
     assert!(!f.allows(Hook::Ingress, &later(PEER)).await);
@@ -284,23 +338,55 @@ async fn ipv4_options_and_fragments() -> anyhow::Result<()> {
 #[tokio::test]
 async fn ipv6_extension_headers_are_walked_up_to_eight() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
-    assert!(f.allows(Hook::Ingress, &tcp6(PEER6, POD6, 40005, 443)).await);
-    assert!(!f.allows(Hook::Ingress, &tcp6(PEER6, POD6, 40006, 444)).await);
+    assert!(
+        f.allows(Hook::Ingress, &tcp6(PEER6, POD6, 40005, 443))
+            .await
+    );
+    assert!(
+        !f.allows(Hook::Ingress, &tcp6(PEER6, POD6, 40006, 444))
+            .await
+    );
     let options = || vec![0, 0, 1, 4, 0, 0, 0, 0];
     let chain = |n: usize, sport| {
-        let headers: Vec<(u8, Vec<u8>)> = (0..n).map(|i| (if i == 0 { 0 } else { 60 }, options())).collect();
+        let headers: Vec<(u8, Vec<u8>)> = (0..n)
+            .map(|i| (if i == 0 { 0 } else { 60 }, options()))
+            .collect();
         raw6(PEER6, POD6, &headers, TCP, &l4_ports(sport, 443, 20))
     };
-    assert!(f.allows(Hook::Ingress, &chain(2, 40007)).await, "hop-by-hop + destination options");
-    assert!(f.allows(Hook::Ingress, &chain(8, 40008)).await, "eight headers");
-    assert_eq!(f.denies_for(Hook::Ingress, &chain(9, 40009)).await, Some(Reason::Malformed));
+    assert!(
+        f.allows(Hook::Ingress, &chain(2, 40007)).await,
+        "hop-by-hop + destination options"
+    );
+    assert!(
+        f.allows(Hook::Ingress, &chain(8, 40008)).await,
+        "eight headers"
+    );
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &chain(9, 40009)).await,
+        Some(Reason::Malformed)
+    );
     let ah = vec![0, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
     let with_ah = raw6(PEER6, POD6, &[(51, ah)], TCP, &l4_ports(40010, 443, 20));
-    assert!(f.allows(Hook::Ingress, &with_ah).await, "authentication header");
-    let first = raw6(PEER6, POD6, &[(44, fragment(0))], TCP, &l4_ports(40011, 443, 20));
-    assert!(f.allows(Hook::Ingress, &first).await, "first fragment has the ports");
+    assert!(
+        f.allows(Hook::Ingress, &with_ah).await,
+        "authentication header"
+    );
+    let first = raw6(
+        PEER6,
+        POD6,
+        &[(44, fragment(0))],
+        TCP,
+        &l4_ports(40011, 443, 20),
+    );
+    assert!(
+        f.allows(Hook::Ingress, &first).await,
+        "first fragment has the ports"
+    );
     let later = raw6(PEER6, POD6, &[(44, fragment(100))], TCP, &[0; 16]);
-    assert!(!f.allows(Hook::Ingress, &later).await, "later fragment is portless");
+    assert!(
+        !f.allows(Hook::Ingress, &later).await,
+        "later fragment is portless"
+    );
     Ok(())
 }
 
@@ -308,27 +394,62 @@ async fn ipv6_extension_headers_are_walked_up_to_eight() -> anyhow::Result<()> {
 async fn truncated_and_broken_headers_are_malformed_when_isolated() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
     let cases = [
-        ("TCP header of 10 bytes", raw4(PEER, POD, TCP, &[], 0, &l4_ports(40012, 8000, 10))),
-        ("UDP header of 6 bytes", raw4(PEER, POD, UDP, &[], 0, &l4_ports(40013, 53, 6))),
-        ("SCTP header of 8 bytes", raw4(PEER, POD, SCTP, &[], 0, &l4_ports(40014, 3868, 8))),
-        ("ICMP header of 4 bytes", raw4(CARVED_HOST, POD, 1, &[], 0, &[8, 0, 0, 0])),
-        ("IPv6 TCP of 12 bytes", raw6(PEER6, POD6, &[], TCP, &l4_ports(40015, 443, 12))),
+        (
+            "TCP header of 10 bytes",
+            raw4(PEER, POD, TCP, &[], 0, &l4_ports(40012, 8000, 10)),
+        ),
+        (
+            "UDP header of 6 bytes",
+            raw4(PEER, POD, UDP, &[], 0, &l4_ports(40013, 53, 6)),
+        ),
+        (
+            "SCTP header of 8 bytes",
+            raw4(PEER, POD, SCTP, &[], 0, &l4_ports(40014, 3868, 8)),
+        ),
+        (
+            "ICMP header of 4 bytes",
+            raw4(CARVED_HOST, POD, 1, &[], 0, &[8, 0, 0, 0]),
+        ),
+        (
+            "IPv6 TCP of 12 bytes",
+            raw6(PEER6, POD6, &[], TCP, &l4_ports(40015, 443, 12)),
+        ),
     ];
     for (what, frame) in cases {
-        assert_eq!(f.denies_for(Hook::Ingress, &frame).await, Some(Reason::Malformed), "{what}");
+        assert_eq!(
+            f.denies_for(Hook::Ingress, &frame).await,
+            Some(Reason::Malformed),
+            "{what}"
+        );
     }
     let mut ihl4 = raw4(PEER, POD, TCP, &[], 0, &l4_ports(40016, 8000, 20));
     ihl4[14] = 0x44;
-    assert_eq!(f.denies_for(Hook::Ingress, &ihl4).await, Some(Reason::Malformed), "IHL 4");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &ihl4).await,
+        Some(Reason::Malformed),
+        "IHL 4"
+    );
     let mut long = raw4(PEER, POD, TCP, &[], 0, &l4_ports(40017, 8000, 20));
     long[16..18].copy_from_slice(&1500u16.to_be_bytes());
-    assert_eq!(f.denies_for(Hook::Ingress, &long).await, Some(Reason::Malformed), "total length past the frame");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &long).await,
+        Some(Reason::Malformed),
+        "total length past the frame"
+    );
     // (The kernel's test run refuses an IPv4 frame shorter than an IPv4 header itself.)
     let mut version5 = raw4(PEER, POD, TCP, &[], 0, &l4_ports(40018, 8000, 20));
     version5[14] = 0x55;
-    assert_eq!(f.denies_for(Hook::Ingress, &version5).await, Some(Reason::Malformed), "IP version 5");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &version5).await,
+        Some(Reason::Malformed),
+        "IP version 5"
+    );
     let vlan = [ethernet(0x8100), vec![0, 1, 8, 0]].concat();
-    assert_eq!(f.denies_for(Hook::Ingress, &vlan).await, Some(Reason::Malformed), "VLAN tag");
+    assert_eq!(
+        f.denies_for(Hook::Ingress, &vlan).await,
+        Some(Reason::Malformed),
+        "VLAN tag"
+    );
     Ok(())
 }
 
@@ -337,8 +458,17 @@ async fn open_directions_pass_what_they_cannot_parse() -> anyhow::Result<()> {
     let mut f = Fixture::new(&EndpointPolicy::default())?;
     let vlan = [ethernet(0x8100), vec![0, 1, 8, 0]].concat();
     assert!(f.allows(Hook::Ingress, &vlan).await, "VLAN tag");
-    assert!(f.allows(Hook::Ingress, &raw4(PEER, POD, TCP, &[], 0, &l4_ports(1, 2, 10))).await);
-    assert!(f.allows(Hook::Ingress, &tcp4(STRANGER, POD, 40018, 9)).await);
+    assert!(
+        f.allows(
+            Hook::Ingress,
+            &raw4(PEER, POD, TCP, &[], 0, &l4_ports(1, 2, 10))
+        )
+        .await
+    );
+    assert!(
+        f.allows(Hook::Ingress, &tcp4(STRANGER, POD, 40018, 9))
+            .await
+    );
     Ok(())
 }
 
@@ -352,26 +482,60 @@ async fn arp_and_neighbour_discovery_always_pass() -> anyhow::Result<()> {
     assert!(f.allows(Hook::Egress, &arp).await);
     for kind in 133..=137u8 {
         let stranger = "2001:db9::1".parse()?;
-        let ndp = raw6(stranger, POD6, &[], 58, &[kind, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let ndp = raw6(
+            stranger,
+            POD6,
+            &[],
+            58,
+            &[kind, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
         assert!(f.allows(Hook::Ingress, &ndp).await, "NDP type {kind}");
     }
-    let echo = raw6("2001:db9::1".parse()?, POD6, &[], 58, &[128, 0, 0, 0, 0, 1, 0, 1]);
-    assert!(!f.allows(Hook::Ingress, &echo).await, "ICMPv6 echo is not NDP");
+    let echo = raw6(
+        "2001:db9::1".parse()?,
+        POD6,
+        &[],
+        58,
+        &[128, 0, 0, 0, 0, 1, 0, 1],
+    );
+    assert!(
+        !f.allows(Hook::Ingress, &echo).await,
+        "ICMPv6 echo is not NDP"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn egress_sources_must_be_the_endpoint_s_own() -> anyhow::Result<()> {
     let mut f = Fixture::new(&policy())?;
-    assert!(f.allows(Hook::Egress, &tcp4(POD, STRANGER, 40019, 80)).await);
-    assert_eq!(f.denies_for(Hook::Egress, &tcp4(POD, STRANGER, 40020, 81)).await, Some(Reason::NoMatchingRule));
+    assert!(
+        f.allows(Hook::Egress, &tcp4(POD, STRANGER, 40019, 80))
+            .await
+    );
+    assert_eq!(
+        f.denies_for(Hook::Egress, &tcp4(POD, STRANGER, 40020, 81))
+            .await,
+        Some(Reason::NoMatchingRule)
+    );
     let spoofed = Ipv4Addr::new(10, 1, 0, 3);
-    assert_eq!(f.denies_for(Hook::Egress, &tcp4(spoofed, STRANGER, 40021, 80)).await, Some(Reason::SpoofedSource));
+    assert_eq!(
+        f.denies_for(Hook::Egress, &tcp4(spoofed, STRANGER, 40021, 80))
+            .await,
+        Some(Reason::SpoofedSource)
+    );
     assert!(f.allows(Hook::Egress, &tcp6(POD6, PEER6, 40022, 80)).await);
     let link_local = "fe80::1".parse()?;
-    assert!(f.allows(Hook::Egress, &tcp6(link_local, PEER6, 40023, 80)).await, "link-local is exempt");
+    assert!(
+        f.allows(Hook::Egress, &tcp6(link_local, PEER6, 40023, 80))
+            .await,
+        "link-local is exempt"
+    );
     let other6 = "2001:db8:1::3".parse()?;
-    assert_eq!(f.denies_for(Hook::Egress, &tcp6(other6, PEER6, 40024, 80)).await, Some(Reason::SpoofedSource));
+    assert_eq!(
+        f.denies_for(Hook::Egress, &tcp6(other6, PEER6, 40024, 80))
+            .await,
+        Some(Reason::SpoofedSource)
+    );
     Ok(())
 }
 
@@ -380,8 +544,14 @@ async fn replies_pass_and_a_revoked_rule_stops_a_tracked_flow() -> anyhow::Resul
     let mut f = Fixture::new(&policy())?;
     // Egress only allows TCP 80: the reply passes because the flow is tracked.
     assert!(f.allows(Hook::Ingress, &tcp4(PEER, POD, 40025, 8000)).await);
-    assert!(f.allows(Hook::Egress, &tcp4(POD, PEER, 8000, 40025)).await, "reply");
-    assert!(!f.allows(Hook::Egress, &tcp4(POD, PEER, 8000, 40026)).await, "not a reply");
+    assert!(
+        f.allows(Hook::Egress, &tcp4(POD, PEER, 8000, 40025)).await,
+        "reply"
+    );
+    assert!(
+        !f.allows(Hook::Egress, &tcp4(POD, PEER, 8000, 40026)).await,
+        "not a reply"
+    );
     let echo = ping4(CARVED_HOST, POD, 99);
     assert!(f.allows(Hook::Ingress, &echo).await);
     let mut reply = Vec::new();
@@ -394,7 +564,12 @@ async fn replies_pass_and_a_revoked_rule_stops_a_tracked_flow() -> anyhow::Resul
     // The same policy again (new revision): flows still allowed never see a drop.
     let endpoint = f.endpoint;
     let addresses: [IpAddr; 2] = [POD.into(), POD6.into()];
-    f.datapath.program(&endpoint, &policy(), &addresses, EndpointSettings::default())?;
+    f.datapath.program(
+        &endpoint,
+        &policy(),
+        &addresses,
+        EndpointSettings::default(),
+    )?;
     assert!(f.allows(Hook::Egress, &tcp4(POD, PEER, 8000, 40025)).await);
 
     // Without the first rule, the tracked TCP flow is revoked on its next packet.
@@ -402,9 +577,21 @@ async fn replies_pass_and_a_revoked_rule_stops_a_tracked_flow() -> anyhow::Resul
     if let Isolation::Isolated(rules) = &mut narrowed.ingress {
         rules.remove(0);
     }
-    f.datapath.program(&endpoint, &narrowed, &addresses, EndpointSettings::default())?;
-    assert_eq!(f.denies_for(Hook::Egress, &tcp4(POD, PEER, 8000, 40025)).await, Some(Reason::Revoked));
-    assert!(f.allows(Hook::Egress, &reply).await, "the ICMP flow is still allowed");
+    f.datapath.program(
+        &endpoint,
+        &narrowed,
+        &addresses,
+        EndpointSettings::default(),
+    )?;
+    assert_eq!(
+        f.denies_for(Hook::Egress, &tcp4(POD, PEER, 8000, 40025))
+            .await,
+        Some(Reason::Revoked)
+    );
+    assert!(
+        f.allows(Hook::Egress, &reply).await,
+        "the ICMP flow is still allowed"
+    );
     Ok(())
 }
 
@@ -423,8 +610,15 @@ async fn an_unprogrammed_or_forgotten_endpoint_drops_everything() -> anyhow::Res
     let endpoint = f.endpoint;
     f.datapath.forget(&endpoint)?;
     let outcome = f.datapath.test_run(Hook::Ingress, &endpoint, &frame, 1)?;
-    assert_eq!(outcome.verdict(), Some(Verdict::Deny), "a forgotten endpoint keeps no tables");
+    assert_eq!(
+        outcome.verdict(),
+        Some(Verdict::Deny),
+        "a forgotten endpoint keeps no tables"
+    );
     let counters_error = f.datapath.counters(&endpoint).unwrap_err().to_string();
-    assert!(counters_error.contains("not programmed"), "{counters_error}");
+    assert!(
+        counters_error.contains("not programmed"),
+        "{counters_error}"
+    );
     Ok(())
 }

@@ -143,6 +143,9 @@ mod tests {
     #[tokio::test]
     async fn a_url_without_http_scheme_is_refused() {
         let error = flows("127.0.0.1:9465", |_| {}).await.unwrap_err();
-        assert!(error.to_string().contains("expected http://HOST:PORT"), "{error}");
+        assert!(
+            error.to_string().contains("expected http://HOST:PORT"),
+            "{error}"
+        );
     }
 }

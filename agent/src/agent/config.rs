@@ -277,7 +277,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
-        AgentConfig::parse(text.as_bytes(), Path::new("agent.json"), Overrides::default())
+        AgentConfig::parse(
+            text.as_bytes(),
+            Path::new("agent.json"),
+            Overrides::default(),
+        )
     }
 
     #[test]

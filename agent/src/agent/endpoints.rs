@@ -154,7 +154,11 @@ impl Endpoints {
     pub fn by_datapath_id(&self, datapath_id: u32) -> Option<&EndpointId> {
         self.endpoints
             .iter()
-            .find(|(_, e)| e.programmed.as_ref().is_some_and(|(id, _)| *id == datapath_id))
+            .find(|(_, e)| {
+                e.programmed
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == datapath_id)
+            })
             .map(|(id, _)| id)
     }
 

@@ -139,7 +139,10 @@ impl Enforcer {
             }
             match self.datapath.endpoint_config(&now) {
                 Ok(Some(config))
-                    if local.programmed.as_ref().is_some_and(|(id, _)| *id == config.id) => {}
+                    if local
+                        .programmed
+                        .as_ref()
+                        .is_some_and(|(id, _)| *id == config.id) => {}
                 Ok(_) => local.programmed = None,
                 Err(source) => {
                     problems.push(EnforceError::Endpoint {

@@ -18,11 +18,7 @@ use super::{
     api::{ExplainAnswer, ExplainQuery},
     AgentState,
 };
-use crate::{
-    cluster::objects::PodKey,
-    datapath::rules::Protocol,
-    policy::Flow,
-};
+use crate::{cluster::objects::PodKey, datapath::rules::Protocol, policy::Flow};
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -94,10 +90,7 @@ fn flow_of(query: &ExplainQuery) -> Result<Flow, String> {
     Ok(Flow {
         from: pod("from", &query.from)?,
         to: pod("to", &query.to)?,
-        network: query
-            .network
-            .parse()
-            .map_err(|e| format!("network: {e}"))?,
+        network: query.network.parse().map_err(|e| format!("network: {e}"))?,
         protocol,
         port: query.port,
     })

@@ -139,7 +139,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("cluster state listed; enforcing");
 
     tokio::spawn(follow(Arc::clone(&state), store.clone(), events));
-    tokio::spawn(reconcile_every(Arc::clone(&state), config.reconcile_interval()));
+    tokio::spawn(reconcile_every(
+        Arc::clone(&state),
+        config.reconcile_interval(),
+    ));
     tokio::spawn(pump_flows(Arc::clone(&state), verdicts));
 
     let socket = config.socket.clone();
@@ -149,7 +152,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     };
     let unix_listener = server::bind(&socket).map_err(socket_error)?;
     tracing::info!(socket = %socket.display(), "attach socket serving");
-    let service = Arc::new(AttachService::new(config, store, source, Arc::clone(&state)));
+    let service = Arc::new(AttachService::new(
+        config,
+        store,
+        source,
+        Arc::clone(&state),
+    ));
     state.serving.store(true, Ordering::Release);
     tokio::select! {
         served = server::serve(service, unix_listener) => served.map_err(socket_error),

@@ -73,9 +73,7 @@ impl AttachError {
                 .first()
                 .map_or(ErrorCode::TryAgainLater, SandboxError::cni_code),
             Self::RolledBack { error, .. } => error.code(),
-            Self::Status(_) | Self::Enforce(_) | Self::GcList(_) | Self::Task(_) => {
-                ErrorCode::Io
-            }
+            Self::Status(_) | Self::Enforce(_) | Self::GcList(_) | Self::Task(_) => ErrorCode::Io,
         }
     }
 }

@@ -161,12 +161,12 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let entries = build_network_status(&record.attachments);
         // Fail closed: the runtime gets the interfaces only once they are enforced on.
         let current = self.store.pod(&pod_ref).unwrap_or(pod);
-        let admitted = self.agent.enforcer.lock().await.admit(
-            current,
-            &container_id,
-            netns.clone(),
-            &entries,
-        );
+        let admitted =
+            self.agent
+                .enforcer
+                .lock()
+                .await
+                .admit(current, &container_id, netns.clone(), &entries);
         let published = match admitted {
             Err(source) => Err(AttachError::Enforce(Box::new(source))),
             Ok(()) => self
@@ -178,9 +178,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         if let Err(error) = published {
             let rolled_back = container_id.clone();
             let rollback = self
-                .blocking(move |s| {
-                    sandbox::del(&s.runner, &s.cache, &rolled_back, Some(netns))
-                })
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &rolled_back, Some(netns)))
                 .await
                 .err()
                 .map(Box::new);

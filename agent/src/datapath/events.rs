@@ -100,10 +100,14 @@ impl VerdictEvents {
     /// The next event, waiting for one if none is queued.
     pub async fn next(&mut self) -> Result<DatapathEvent, DatapathError> {
         loop {
-            let mut ready = self.ring.readable_mut().await.map_err(|e| DatapathError::Reader {
-                what: "events",
-                reason: e.to_string(),
-            })?;
+            let mut ready = self
+                .ring
+                .readable_mut()
+                .await
+                .map_err(|e| DatapathError::Reader {
+                    what: "events",
+                    reason: e.to_string(),
+                })?;
             while let Some(item) = ready.get_inner_mut().next() {
                 if item.len() < std::mem::size_of::<VerdictEvent>() {
                     continue;
@@ -112,7 +116,10 @@ impl VerdictEvents {
                 let raw = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VerdictEvent>()) };
                 match DatapathEvent::decode(&raw) {
                     Some(event) => return Ok(event),
-                    None => tracing::warn!("skipping a verdict event with unknown reason {}", raw.reason),
+                    None => tracing::warn!(
+                        "skipping a verdict event with unknown reason {}",
+                        raw.reason
+                    ),
                 }
             }
             ready.clear_ready();

@@ -101,8 +101,8 @@ fn spawn_log_pump(
         what: "logs",
         reason,
     };
-    let runtime =
-        tokio::runtime::Handle::try_current().map_err(|e| failed(format!("no tokio runtime: {e}")))?;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| failed(format!("no tokio runtime: {e}")))?;
     let mut logs = {
         let _guard = runtime.enter();
         // SAFETY: the logger owns its ring buffer's fd and keeps it open, unchanged, for as

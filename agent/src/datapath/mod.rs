@@ -7,10 +7,10 @@
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
 pub mod compile;
-pub mod model;
 mod counters;
 mod events;
 mod loader;
+pub mod model;
 mod object;
 mod occupancy;
 pub mod pins;

@@ -17,11 +17,7 @@ use netwarden_common::{
     FlowKey, FlowState, PeerKey, PeerValue, PortKey, PortValue,
 };
 
-use super::{
-    compile,
-    rules::EndpointPolicy,
-    Datapath, DatapathError,
-};
+use super::{compile, rules::EndpointPolicy, Datapath, DatapathError};
 
 /// Per-endpoint switches that are not policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,9 +151,11 @@ impl Datapath {
                 })?;
             }
         }
-        remove_matching(self.addresses_map()?, names::MAP_ADDRESSES, |k: &AddressKey| {
-            k.endpoint == id && !new_addresses.contains(k)
-        })?;
+        remove_matching(
+            self.addresses_map()?,
+            names::MAP_ADDRESSES,
+            |k: &AddressKey| k.endpoint == id && !new_addresses.contains(k),
+        )?;
         self.written.0.insert(
             id,
             Written {
@@ -189,22 +187,25 @@ impl Datapath {
         };
         let id = config.id;
         // First the config: from here on packets are dropped as not programmed.
-        remove_ignoring_missing(
-            self.endpoints_map()?.remove(endpoint),
-            names::MAP_ENDPOINTS,
-        )?;
+        remove_ignoring_missing(self.endpoints_map()?.remove(endpoint), names::MAP_ENDPOINTS)?;
         self.written.0.remove(&id);
         remove_peers(self.peers_map()?, |k| k.endpoint == id)?;
         remove_ports(self.ports_map()?, |k| k.endpoint == id)?;
-        remove_matching(self.addresses_map()?, names::MAP_ADDRESSES, |k: &AddressKey| {
-            k.endpoint == id
-        })?;
+        remove_matching(
+            self.addresses_map()?,
+            names::MAP_ADDRESSES,
+            |k: &AddressKey| k.endpoint == id,
+        )?;
         // aya reads an LRU hash through the plain HashMap type.
         let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
-        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| k.endpoint == id)?;
+        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
+            k.endpoint == id
+        })?;
         let counters: PerCpuHashMap<_, CounterKey, Counter> =
             self.typed_map(names::MAP_COUNTERS)?;
-        remove_matching(counters, names::MAP_COUNTERS, |k: &CounterKey| k.endpoint == id)?;
+        remove_matching(counters, names::MAP_COUNTERS, |k: &CounterKey| {
+            k.endpoint == id
+        })?;
         Ok(())
     }
 
@@ -215,7 +216,9 @@ impl Datapath {
             .ok_or(DatapathError::NotProgrammed(*endpoint))?
             .id;
         let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
-        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| k.endpoint == id)
+        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
+            k.endpoint == id
+        })
     }
 
     /// The smallest id no programmed endpoint uses (0 means "unknown" in events).
@@ -230,7 +233,9 @@ impl Datapath {
         let mut candidate = 1u32;
         for id in used {
             if id == candidate {
-                candidate = candidate.checked_add(1).ok_or(DatapathError::NoFreeEndpointId)?;
+                candidate = candidate
+                    .checked_add(1)
+                    .ok_or(DatapathError::NoFreeEndpointId)?;
             } else if id > candidate {
                 break;
             }
@@ -261,10 +266,10 @@ impl Datapath {
     where
         M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self.shared.map_mut(name).ok_or(DatapathError::Missing {
-            kind: "map",
-            name,
-        })?;
+        let map = self
+            .shared
+            .map_mut(name)
+            .ok_or(DatapathError::Missing { kind: "map", name })?;
         M::try_from(map).map_err(map_error(name))
     }
 }

@@ -1,13 +1,13 @@
 //! The smallest real demo: one packet flow passing, dropped by the eBPF classifier inside
 //! a network namespace once the server's ingress is isolated with no rule for the client,
 //! and passing again once a rule allows it.
-use anyhow::{ensure, Context};
 use super::topology::PodPair;
 use crate::datapath::{
     pins::ScratchPinRoot,
     rules::{EndpointPolicy, Isolation, PeerBlock, Peers, Ports, Rule},
     Datapath, EndpointSettings,
 };
+use anyhow::{ensure, Context};
 
 /// Runs the demo, printing each step; fails if any step does not behave as it says.
 pub async fn run() -> anyhow::Result<()> {
@@ -26,7 +26,10 @@ pub async fn run() -> anyhow::Result<()> {
     let mut datapath =
         Datapath::load_at(pins.root().clone()).context("loading netwarden's eBPF object")?;
     let server = datapath.attach(&pods.server_interface())?;
-    println!("attached ingress + egress classifiers to {}", pods.server_interface());
+    println!(
+        "attached ingress + egress classifiers to {}",
+        pods.server_interface()
+    );
     let addresses = [PodPair::SERVER_ADDRESS.into()];
     let open = EndpointPolicy::default();
     datapath.program(&server, &open, &addresses, EndpointSettings::default())?;
