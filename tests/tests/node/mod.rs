@@ -324,6 +324,11 @@ impl Lab {
 }
 
 impl Lab {
+    /// Where the agent pins its maps and links.
+    pub fn pins(&self) -> &netwarden_agent::datapath::pins::PinRoot {
+        self.pins.root()
+    }
+
     fn pod_file(pod: &Pod) -> String {
         format!("pod-{}-{}", pod.namespace, pod.name)
     }
