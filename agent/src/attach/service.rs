@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
+use k8s_openapi::api::core::v1::Pod;
 use netwarden_cni::{
     cache::{AttachmentRecord, Cache},
     exec::PluginRunner,
@@ -136,6 +137,27 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .store
             .wait_for_pod(&pod_ref, &identity.uid, self.config.pod_wait())
             .await?;
+        let added = self.add_pod(request, version, pod_ref, pod.clone()).await;
+        if let Err(error) = &added {
+            if let Err(problem) = self
+                .source
+                .report_attach_failure(&pod, &error.to_string())
+                .await
+            {
+                tracing::warn!("{problem}");
+            }
+        }
+        added
+    }
+
+    /// ADD once the pod is known.
+    async fn add_pod(
+        self: &Arc<Self>,
+        request: Request,
+        version: Version,
+        pod_ref: PodRef,
+        pod: Pod,
+    ) -> Result<String, AttachError> {
         let (Some(container_id), Some(netns), Some(ifname)) =
             (request.container_id, request.netns, request.ifname)
         else {
