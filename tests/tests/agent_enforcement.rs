@@ -406,4 +406,12 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
         "the reconcile did not attach again"
     );
     assert!(!connects(&client, to), "re-attached without its tables");
+
+    // No policy lists the network any more: the interface stays attached, open.
+    lab.remove_manifest("mnp-default-servers");
+    assert!(
+        eventually(Duration::from_secs(2), || connects(&client, to)),
+        "deleting the policy did not open the interface"
+    );
+    assert_eq!(tcx_programs(&server), (1, 1));
 }

@@ -126,10 +126,6 @@ impl Endpoints {
             .collect()
     }
 
-    pub fn get(&self, id: &EndpointId) -> Option<&LocalEndpoint> {
-        self.endpoints.get(id)
-    }
-
     pub fn get_mut(&mut self, id: &EndpointId) -> Option<&mut LocalEndpoint> {
         self.endpoints.get_mut(id)
     }
@@ -140,10 +136,6 @@ impl Endpoints {
 
     pub fn len(&self) -> usize {
         self.endpoints.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&EndpointId, &LocalEndpoint)> {

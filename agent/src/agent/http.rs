@@ -125,3 +125,42 @@ async fn flows(State(state): State<Arc<AgentState>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(from: &str, to: &str, network: &str, port: u16, protocol: &str) -> ExplainQuery {
+        ExplainQuery {
+            from: from.into(),
+            to: to.into(),
+            network: network.into(),
+            port,
+            protocol: protocol.into(),
+        }
+    }
+
+    #[test]
+    fn an_explain_query_becomes_a_flow() {
+        let flow = flow_of(&query("dev/a", "dev/b", "dev/macvlan-conf", 6379, "tcp")).unwrap();
+        assert_eq!(flow.from.to_string(), "dev/a");
+        assert_eq!(flow.to.to_string(), "dev/b");
+        assert_eq!(flow.network.to_string(), "dev/macvlan-conf");
+        assert_eq!((flow.protocol, flow.port), (Protocol::Tcp, 6379));
+    }
+
+    #[test]
+    fn a_bad_explain_query_names_the_field() {
+        let cases = [
+            (query("a", "dev/b", "dev/n", 80, "TCP"), "from"),
+            (query("dev/a", "dev/b/c", "dev/n", 80, "TCP"), "to"),
+            (query("dev/a", "dev/b", "n", 80, "TCP"), "network"),
+            (query("dev/a", "dev/b", "dev/n", 0, "TCP"), "port"),
+            (query("dev/a", "dev/b", "dev/n", 80, "ICMP"), "protocol"),
+        ];
+        for (query, field) in cases {
+            let error = flow_of(&query).unwrap_err();
+            assert!(error.starts_with(field), "{query:?}: {error}");
+        }
+    }
+}
