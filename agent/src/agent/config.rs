@@ -109,6 +109,7 @@ pub struct Overrides {
     /// The per-sandbox cache directory.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Log lines as text or as JSON objects.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
 }
