@@ -1,6 +1,8 @@
 //! The pod interfaces this agent attached: which kernel interface each endpoint is, the
 //! network-status it published for each sandbox, and what it last programmed. Rebuilt on
 //! start from the per-sandbox cache (netns path + ifname per attachment).
+#[cfg(test)]
+use std::path::Path;
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use netwarden_cni::{
@@ -160,5 +162,106 @@ impl Endpoints {
             .values()
             .find(|s| &s.pod == pod)
             .map(|s| s.statuses.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netwarden_cni::{
+        cache::{AttachmentRecord, SandboxRecord},
+        delegate::{Delegate, DelegateRequest},
+        protocol::{CniArgs, CniResult, ConfList},
+    };
+
+    use super::*;
+
+    fn attachment(
+        network: &str,
+        ifname: &str,
+        is_default: bool,
+        address: &str,
+    ) -> AttachmentRecord {
+        let config = ConfList::parse(r#"{"cniVersion":"1.0.0","type":"x"}"#, Some("n")).unwrap();
+        let result = format!(
+            r#"{{"cniVersion":"1.0.0","interfaces":[{{"name":"{ifname}","sandbox":"/run/netns/p"}}],
+                "ips":[{{"address":"{address}/24","interface":0}}]}}"#
+        );
+        AttachmentRecord {
+            network: network.into(),
+            ifname: ifname.parse().unwrap(),
+            is_default,
+            default_route: vec![],
+            delegate: Delegate::new(config, DelegateRequest::default()).unwrap(),
+            result: Some(CniResult::parse(result.as_bytes()).unwrap().0),
+        }
+    }
+
+    fn record(id: &str, args: &str, attachments: Vec<AttachmentRecord>) -> SandboxRecord {
+        SandboxRecord::new(
+            id.parse().unwrap(),
+            Some(format!("/run/netns/{id}").into()),
+            CniArgs::parse(args).unwrap(),
+            vec![],
+            attachments,
+        )
+    }
+
+    #[test]
+    fn a_restarted_agent_finds_every_secondary_interface_in_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        cache
+            .write(&record(
+                "c1",
+                "K8S_POD_NAMESPACE=dev;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c1",
+                vec![
+                    attachment("cluster-net", "eth0", true, "10.244.1.5"),
+                    attachment("dev/macvlan-conf", "net1", false, "192.168.1.205"),
+                ],
+            ))
+            .unwrap();
+        // Not made for a pod (no K8S_POD_* arguments): not an endpoint.
+        cache
+            .write(&record(
+                "c2",
+                "IgnoreUnknown=true",
+                vec![attachment(
+                    "dev/macvlan-conf",
+                    "net1",
+                    false,
+                    "192.168.1.206",
+                )],
+            ))
+            .unwrap();
+
+        let endpoints = Endpoints::from_cache(&cache).unwrap();
+        let found: Vec<_> = endpoints.iter().collect();
+        assert_eq!(found.len(), 1);
+        let (id, local) = found[0];
+        assert_eq!(
+            (
+                id.pod.to_string(),
+                id.network.to_string(),
+                id.interface.as_str()
+            ),
+            ("dev/web".into(), "dev/macvlan-conf".into(), "net1")
+        );
+        assert_eq!(local.target.netns, Path::new("/run/netns/c1"));
+        assert_eq!(
+            local.addresses,
+            ["192.168.1.205".parse::<IpAddr>().unwrap()]
+        );
+        assert!(local.key.is_none() && local.programmed.is_none());
+        let web = PodKey {
+            namespace: "dev".into(),
+            name: "web".into(),
+        };
+        assert_eq!(endpoints.statuses_of(&web).map(<[_]>::len), Some(2));
+
+        let container: ContainerId = "c1".parse().unwrap();
+        let mut endpoints = endpoints;
+        assert_eq!(endpoints.remove(&container).len(), 1);
+        assert_eq!(endpoints.len(), 0);
+        assert!(endpoints.statuses_of(&web).is_none());
     }
 }
