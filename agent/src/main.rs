@@ -1,5 +1,13 @@
 //! `netwarden`: the node agent and its command line.
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use netwarden_agent::agent::{
+    self,
+    api::ExplainQuery,
+    client::{self, DEFAULT_AGENT},
+    AgentConfig, LogFormat, Overrides,
+};
 
 #[derive(Parser)]
 #[command(
@@ -19,19 +27,41 @@ enum Command {
     Demo,
     /// A local lab: nodes and pods as network namespaces, real agents, real CNI.
     Lab(netwarden_agent::lab::cli::LabArgs),
-    /// Serve the attach socket netwarden-cni talks to (the attach part of the agent alone;
-    /// for tests and the lab).
-    #[command(hide = true)]
-    AttachService {
-        /// The attach configuration (JSON).
+    /// Run the node agent: attach socket for netwarden-cni, policy enforcement, metrics.
+    Agent {
+        /// The agent configuration (JSON); flags override its keys.
         #[arg(long)]
-        config: std::path::PathBuf,
-        /// Where cluster state comes from: `kube` or `dir:PATH`.
-        #[arg(long, default_value = "kube")]
-        cluster: netwarden_agent::cluster::source::ClusterSourceSpec,
-        /// This node's name (the Kubernetes source keeps this node's pods in full).
-        #[arg(long, default_value = "")]
-        node: String,
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Ask a running agent whether a flow is allowed, and which policy rule decides it.
+    Explain {
+        /// The sending pod, NAMESPACE/POD.
+        #[arg(long)]
+        from: String,
+        /// The receiving pod, NAMESPACE/POD.
+        #[arg(long)]
+        to: String,
+        /// The NetworkAttachmentDefinition, NAMESPACE/NAD.
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        port: u16,
+        /// TCP, UDP or SCTP.
+        #[arg(long, default_value = "TCP")]
+        protocol: String,
+        /// The agent's HTTP endpoint (the node of the receiving pod knows its policy).
+        #[arg(long, default_value = DEFAULT_AGENT)]
+        agent: String,
+    },
+    /// Stream the verdict events of a running agent, one line each.
+    Flows {
+        #[arg(long, default_value = DEFAULT_AGENT)]
+        agent: String,
+        /// Print the JSON records as received.
+        #[arg(long)]
+        json: bool,
     },
     /// The datapath benchmark `cargo xtask bench datapath` runs (needs root): prints the
     /// table and writes it as Markdown to `output`.
@@ -44,30 +74,67 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     match Cli::parse().command {
-        Command::Demo => netwarden_agent::lab::demo::run().await,
+        Command::Demo => {
+            init_logs(LogFormat::Text);
+            netwarden_agent::lab::demo::run().await
+        }
         Command::Lab(args) => {
+            init_logs(LogFormat::Text);
             let code = netwarden_agent::lab::cli::run(args)?;
             if code != 0 {
                 std::process::exit(code);
             }
             Ok(())
         }
-        Command::AttachService {
-            config,
-            cluster,
-            node,
+        Command::Agent { config, overrides } => {
+            let config = AgentConfig::load(&config, overrides)?;
+            init_logs(config.log_format);
+            Ok(agent::run(config).await?)
+        }
+        Command::Explain {
+            from,
+            to,
+            network,
+            port,
+            protocol,
+            agent,
         } => {
-            let config = netwarden_agent::attach::AttachConfig::load(&config)?;
-            let source = cluster
-                .open(netwarden_agent::cluster::source::NodeName(node))
-                .await?;
-            Ok(netwarden_agent::attach::run(config, source).await?)
+            init_logs(LogFormat::Text);
+            let query = ExplainQuery {
+                from,
+                to,
+                network,
+                port,
+                protocol,
+            };
+            let answer = client::explain(&agent, &query).await?;
+            println!(
+                "{} -> {} on {} {}/{}: {}",
+                query.from,
+                query.to,
+                query.network,
+                query.protocol.to_uppercase(),
+                query.port,
+                if answer.allowed { "ALLOWED" } else { "DENIED" }
+            );
+            println!("  egress at {}: {}", query.from, answer.egress.because);
+            println!("  ingress at {}: {}", query.to, answer.ingress.because);
+            Ok(())
+        }
+        Command::Flows { agent, json } => {
+            init_logs(LogFormat::Text);
+            Ok(client::flows(&agent, |record| {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(record).expect("records serialize")
+                    );
+                } else {
+                    println!("{}", record.line());
+                }
+            })
+            .await?)
         }
         Command::BenchDatapath { output } => bench_datapath(&output),
     }
@@ -97,4 +164,14 @@ fn bench_datapath(output: &std::path::Path) -> anyhow::Result<()> {
     std::fs::write(output, document)?;
     println!("wrote {}", output.display());
     Ok(())
+}
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }

@@ -16,7 +16,7 @@ use netwarden_agent::cluster::{
 use netwarden_cni::status::{parse_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
 use serde_json::{json, Value};
 use support::apiserver::{
-    ApiServer, Resource, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
+    ApiServer, Resource, EVENTS, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
     NETWORK_ATTACHMENT_DEFINITIONS, NETWORK_POLICIES, PODS,
 };
 
@@ -442,4 +442,43 @@ async fn a_v1beta1_policy_arrives_as_v1beta2() {
         policy.spec.policy.policy_types.unwrap(),
         ["Ingress", "Egress"]
     );
+}
+
+#[tokio::test]
+async fn an_attach_failure_becomes_a_warning_event_on_the_pod_and_repeats_count() {
+    let mut served = SERVED.to_vec();
+    served.push(EVENTS);
+    let server = ApiServer::start(&served).await;
+    seed(&server);
+    let source = KubeSource::new(server.client(), NodeName(NODE.to_owned()));
+    let pod: Pod =
+        serde_json::from_value(server.object(&PODS, Some("shop"), "local").unwrap()).unwrap();
+    let message = "pod shop/local: network shop/macvlan-conf: macvlan: master eth9 not found";
+
+    source.report_attach_failure(&pod, message).await.unwrap();
+    source.report_attach_failure(&pod, message).await.unwrap();
+
+    let methods: Vec<Method> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.collection == "/apis/events.k8s.io/v1/events")
+        .map(|r| r.method)
+        .collect();
+    assert_eq!(
+        methods,
+        [Method::POST, Method::PATCH],
+        "repeats patch one Event"
+    );
+    let events = server.objects(&EVENTS);
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event["metadata"]["namespace"], "shop");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "AttachFailed");
+    assert_eq!(event["note"], message);
+    assert_eq!(event["reportingController"], "netwarden");
+    assert_eq!(event["reportingInstance"], NODE);
+    assert_eq!(event["regarding"]["kind"], "Pod");
+    assert_eq!(event["regarding"]["name"], "local");
+    assert_eq!(event["series"]["count"], 2);
 }

@@ -5,6 +5,7 @@ use netwarden_cni::{
     cache::CacheError, plan::PlanError, protocol::ErrorCode, sandbox::SandboxError,
 };
 
+use crate::agent::EnforceError;
 use crate::cluster::{
     source::{PodRef, SourceError},
     store::PodWaitError,
@@ -32,10 +33,14 @@ pub enum AttachError {
     Plan { pod: PodRef, source: Box<PlanError> },
     #[error("{0}")]
     Sandbox(#[from] SandboxError),
-    #[error("pod {pod}: writing network-status: {source}; every network was deleted again{}", rollback_text(.rollback))]
-    Status {
+    #[error("writing network-status: {0}")]
+    Status(Box<SourceError>),
+    #[error("enforcing policy on the new interfaces: {0}")]
+    Enforce(Box<EnforceError>),
+    #[error("pod {pod}: {error}; every network was deleted again{}", rollback_text(.rollback))]
+    RolledBack {
         pod: PodRef,
-        source: Box<SourceError>,
+        error: Box<AttachError>,
         rollback: Option<Box<AttachError>>,
     },
     #[error("GC: {0}")]
@@ -67,7 +72,8 @@ impl AttachError {
             Self::Gc(errors) => errors
                 .first()
                 .map_or(ErrorCode::TryAgainLater, SandboxError::cni_code),
-            Self::Status { .. } | Self::GcList(_) | Self::Task(_) => ErrorCode::Io,
+            Self::RolledBack { error, .. } => error.code(),
+            Self::Status(_) | Self::Enforce(_) | Self::GcList(_) | Self::Task(_) => ErrorCode::Io,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex, Weak},
 };
 
+use k8s_openapi::api::core::v1::Pod;
 use netwarden_cni::{
     cache::{AttachmentRecord, Cache},
     exec::PluginRunner,
@@ -20,17 +21,22 @@ use netwarden_cni::{
 use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
-use super::{config::AttachConfig, error::AttachError};
-use crate::cluster::{
-    source::{ClusterSource, PodRef},
-    store::Store,
+use super::error::AttachError;
+use crate::{
+    agent::{AgentConfig, AgentState},
+    cluster::{
+        source::{ClusterSource, PodRef},
+        store::Store,
+    },
 };
 
 /// The runtime's GC key listing the attachments it still wants.
 const VALID_ATTACHMENTS: &str = "cni.dev/valid-attachments";
 
 pub struct AttachService<S> {
-    config: AttachConfig,
+    config: AgentConfig,
+    /// The enforcement an ADD waits for, and the metrics it reports to.
+    agent: Arc<AgentState>,
     store: Store,
     source: S,
     runner: PluginRunner,
@@ -43,14 +49,15 @@ pub struct AttachService<S> {
 }
 
 impl<S> AttachService<S> {
-    pub fn config(&self) -> &AttachConfig {
+    pub fn config(&self) -> &AgentConfig {
         &self.config
     }
 }
 
 impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
-    pub fn new(config: AttachConfig, store: Store, source: S) -> Self {
+    pub fn new(config: AgentConfig, store: Store, source: S, agent: Arc<AgentState>) -> Self {
         Self {
+            agent,
             runner: PluginRunner::new(config.bin_dirs.clone(), PLUGIN_TIMEOUT),
             cache: Cache::new(&config.cache_dir),
             isolation: Isolation::new(
@@ -83,14 +90,25 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             Command::Add => {
                 let id = container_id(&request)?;
                 let _sandbox = self.lock(id).await;
-                self.add(request, version).await.map(Some)
+                let started = std::time::Instant::now();
+                let added = self.add(request, version).await.map(Some);
+                self.agent
+                    .metrics
+                    .attach_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                added
             }
             Command::Del => {
                 let id = container_id(&request)?.clone();
                 let _sandbox = self.lock(&id).await;
                 let netns = request.netns;
-                self.blocking(move |s| sandbox::del(&s.runner, &s.cache, &id, netns))
+                let deleting = id.clone();
+                self.blocking(move |s| sandbox::del(&s.runner, &s.cache, &deleting, netns))
                     .await?;
+                // The interfaces are gone: their links and table entries go too.
+                for problem in self.agent.enforcer.lock().await.release(&id) {
+                    tracing::warn!("DEL {id}: {problem}");
+                }
                 Ok(None)
             }
             Command::Check => {
@@ -119,6 +137,27 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .store
             .wait_for_pod(&pod_ref, &identity.uid, self.config.pod_wait())
             .await?;
+        let added = self.add_pod(request, version, pod_ref, pod.clone()).await;
+        if let Err(error) = &added {
+            if let Err(problem) = self
+                .source
+                .report_attach_failure(&pod, &error.to_string())
+                .await
+            {
+                tracing::warn!("{problem}");
+            }
+        }
+        added
+    }
+
+    /// ADD once the pod is known.
+    async fn add_pod(
+        self: &Arc<Self>,
+        request: Request,
+        version: Version,
+        pod_ref: PodRef,
+        pod: Pod,
+    ) -> Result<String, AttachError> {
         let (Some(container_id), Some(netns), Some(ifname)) =
             (request.container_id, request.netns, request.ifname)
         else {
@@ -130,7 +169,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             config: self.cluster_network()?,
             ifname,
         };
-        let annotations = pod.metadata.annotations.unwrap_or_default();
+        let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
         let spec = SandboxSpec {
             container_id: container_id.clone(),
@@ -142,15 +181,35 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
             .await?;
         let entries = build_network_status(&record.attachments);
-        if let Err(source) = self.source.write_network_status(&pod_ref, &entries).await {
+        // Fail closed: the runtime gets the interfaces only once they are enforced on.
+        let current = self.store.pod(&pod_ref).unwrap_or(pod);
+        let admitted =
+            self.agent
+                .enforcer
+                .lock()
+                .await
+                .admit(current, &container_id, netns.clone(), &entries);
+        let published = match admitted {
+            Err(source) => Err(AttachError::Enforce(Box::new(source))),
+            Ok(()) => self
+                .source
+                .write_network_status(&pod_ref, &entries)
+                .await
+                .map_err(|source| AttachError::Status(Box::new(source))),
+        };
+        if let Err(error) = published {
+            let rolled_back = container_id.clone();
             let rollback = self
-                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &container_id, Some(netns)))
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &rolled_back, Some(netns)))
                 .await
                 .err()
                 .map(Box::new);
-            return Err(AttachError::Status {
+            for problem in self.agent.enforcer.lock().await.release(&container_id) {
+                tracing::warn!("rolling back ADD {container_id}: {problem}");
+            }
+            return Err(AttachError::RolledBack {
                 pod: pod_ref,
-                source: Box::new(source),
+                error: Box::new(error),
                 rollback,
             });
         }

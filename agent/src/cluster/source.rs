@@ -5,7 +5,7 @@
 use std::{fmt, future::Future, io, path::PathBuf, str::FromStr};
 
 use futures::stream::BoxStream;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::ObjectMeta};
 use netwarden_cni::status::{NetworkStatus, NETWORK_STATUS_ANNOTATION};
 
 use super::{
@@ -29,6 +29,18 @@ pub trait ClusterSource {
         pod: &PodRef,
         entries: &[NetworkStatus],
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// Records, where the cluster keeps such records, that attaching the pod's networks
+    /// failed with `message` (the Kubernetes source: an Event on the pod). A directory of
+    /// manifests keeps none: the failure is in the CNI error and the agent's log.
+    fn report_attach_failure(
+        &self,
+        pod: &Pod,
+        message: &str,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        let _ = (pod, message);
+        async { Ok(()) }
+    }
 }
 
 /// Names a pod.
@@ -114,6 +126,13 @@ impl ClusterSource for Source {
             Self::Dir(source) => source.write_network_status(pod, entries).await,
         }
     }
+
+    async fn report_attach_failure(&self, pod: &Pod, message: &str) -> Result<(), SourceError> {
+        match self {
+            Self::Kube(source) => source.report_attach_failure(pod, message).await,
+            Self::Dir(source) => source.report_attach_failure(pod, message).await,
+        }
+    }
 }
 
 /// What went wrong in a cluster source.
@@ -137,6 +156,12 @@ pub enum SourceError {
     },
     #[error("pod {pod}: patching annotation {NETWORK_STATUS_ANNOTATION}: {source}")]
     Patch {
+        pod: PodRef,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod {pod}: recording an Event: {source}")]
+    Event {
         pod: PodRef,
         #[source]
         source: kube::Error,

@@ -13,6 +13,7 @@ mod events;
 mod loader;
 pub mod model;
 mod object;
+mod occupancy;
 pub mod pins;
 pub mod rules;
 mod tables;

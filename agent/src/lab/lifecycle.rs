@@ -267,6 +267,13 @@ pub fn down(lab: &LabState) -> Result<(), LabError> {
             problems.push(e.to_string());
         }
     }
+    // The agents are stopped and the pod interfaces gone: the pins hold nothing live.
+    match std::fs::remove_dir_all(lab.pins()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            problems.push(format!("{}: {e}", lab.pins().display()))
+        }
+        _ => {}
+    }
     let container_ids: BTreeSet<String> = lab.pods.iter().map(|p| p.container_id.clone()).collect();
     problems.extend(release_leftover_allocations(&container_ids));
     if problems.is_empty() {

@@ -29,6 +29,9 @@ pub enum AgentError {
     },
 }
 
+/// Where each node's agent serves metrics, explain and flows, inside the node's namespace.
+pub const METRICS_ADDRESS: &str = "127.0.0.1:9310";
+
 /// How long an agent may take to list the store and open its socket.
 const READY_WITHIN: Duration = Duration::from_secs(20);
 
@@ -59,7 +62,12 @@ pub fn start(
     let cluster_file = dir.join("cluster-network.conflist");
     write(cluster_file.clone(), cluster_network.to_string())?;
     let cache = dir.join("cache");
-    let attach = json!({
+    let agent = json!({
+        "node": node.name,
+        "cluster": format!("dir:{}", lab.store.display()),
+        "bpffs": lab.pins().join(&node.name),
+        // Inside the node's namespace: every node has its own loopback.
+        "metricsAddress": METRICS_ADDRESS,
         "socket": node.socket,
         "cacheDir": cache,
         "binDirs": lab.cni_path,
@@ -68,8 +76,8 @@ pub fn start(
         "maxConcurrent": 4,
         "podWaitSeconds": 10,
     });
-    let attach_file = dir.join("attach.json");
-    write(attach_file.clone(), attach.to_string())?;
+    let agent_file = dir.join("agent.json");
+    write(agent_file.clone(), agent.to_string())?;
     let cni = json!({
         "cniVersion": "1.0.0",
         "name": "netwarden",
@@ -86,13 +94,9 @@ pub fn start(
     })?;
     let argv = [
         netwarden.display().to_string(),
-        "attach-service".into(),
+        "agent".into(),
         "--config".into(),
-        attach_file.display().to_string(),
-        "--cluster".into(),
-        format!("dir:{}", lab.store.display()),
-        "--node".into(),
-        node.name.clone(),
+        agent_file.display().to_string(),
     ];
     process::spawn_in(&node.netns, &argv, &log(lab, &node.name)).map_err(|source| {
         AgentError::Spawn {

@@ -20,7 +20,7 @@ pub enum ProcessError {
     },
 }
 
-/// Starts `argv` inside network namespace `netns` (`ip netns exec` execs it, so the pid
+/// Starts `argv` inside network namespace `netns` (nsenter execs it, so the pid
 /// is the program's), with output appended to `log`, in its own process group so a
 /// terminal's Ctrl-C to `lab up` does not reach it.
 pub fn spawn_in(netns: &str, argv: &[String], log: &Path) -> Result<ProcessRecord, ProcessError> {
@@ -35,8 +35,11 @@ pub fn spawn_in(netns: &str, argv: &[String], log: &Path) -> Result<ProcessRecor
         .open(log)
         .map_err(spawn_error)?;
     let errors = output.try_clone().map_err(spawn_error)?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", netns])
+    // nsenter, not `ip netns exec`: the latter remounts /sys, hiding the bpffs the agent
+    // pins under.
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
         .args(argv)
         .stdin(Stdio::null())
         .stdout(output)

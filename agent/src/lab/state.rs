@@ -14,6 +14,8 @@ use super::spec::{ContainerPort, PodName};
 /// Where every lab keeps its state (tmpfs: a reboot, which also removes the namespaces,
 /// removes it too).
 pub const LABS_DIR: &str = "/run/netwarden-lab";
+/// Where the labs' agents pin their eBPF maps and links (one directory per lab and node).
+pub const LABS_BPFFS_DIR: &str = "/sys/fs/bpf/netwarden-lab";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -205,6 +207,11 @@ impl LabState {
 
     pub fn root(&self) -> PathBuf {
         self.name.root()
+    }
+
+    /// The bpffs directory under which this lab's agents pin, one subdirectory per node.
+    pub fn pins(&self) -> PathBuf {
+        Path::new(LABS_BPFFS_DIR).join(&self.name.0)
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeRecord> {

@@ -101,6 +101,14 @@ impl Engine {
             })
     }
 
+    /// The current tables of one endpoint; None when it is not an endpoint (not local,
+    /// or no policy lists its network).
+    pub fn tables(&self, endpoint: &EndpointId) -> Option<&EndpointTables> {
+        self.emitted
+            .get(&(endpoint.pod.clone(), endpoint.network.clone()))?
+            .get(&endpoint.interface)
+    }
+
     /// Objects (or parts of them) that were ignored, and why.
     pub fn errors(&self) -> impl Iterator<Item = &ObjectError> {
         self.state.errors.values().flatten()

@@ -70,6 +70,14 @@ pub const NETWORK_POLICIES: Resource = Resource {
     kind: "NetworkPolicy",
     namespaced: true,
 };
+/// Events are only created and patched (Event recorders), never watched by netwarden.
+pub const EVENTS: Resource = Resource {
+    prefix: "/apis/events.k8s.io/v1",
+    plural: "events",
+    api_version: "events.k8s.io/v1",
+    kind: "Event",
+    namespaced: true,
+};
 
 /// One request the server answered (for tests that check what the client asked).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,6 +294,16 @@ impl ApiServer {
         self.lock().collection(resource).objects.get(&id).cloned()
     }
 
+    /// Every object of `resource`, in key order.
+    pub fn objects(&self, resource: &Resource) -> Vec<Value> {
+        self.lock()
+            .collection(resource)
+            .objects
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Sends a BOOKMARK at the current resourceVersion on every open watch that asked for
     /// bookmarks.
     pub fn bookmark(&self) -> u64 {
@@ -344,7 +362,7 @@ fn target(path: &str) -> Option<Target> {
     };
     let segments: Vec<&str> = rest.split('/').collect();
     Some(match segments[..] {
-        [plural] => Target::Collection(format!("{prefix}/{plural}")),
+        [plural] | ["namespaces", _, plural] => Target::Collection(format!("{prefix}/{plural}")),
         ["namespaces", namespace, plural, name] => Target::Object {
             collection: format!("{prefix}/{plural}"),
             id: (namespace.to_owned(), name.to_owned()),
@@ -440,6 +458,24 @@ async fn handle(
             merge_patch(&mut object, &patch);
             store.apply(&resource, object);
             json_response(&store.collections[&collection_name].objects[&id])
+        }
+        (Method::POST, Target::Collection(_)) => {
+            let Ok(object) = serde_json::from_slice::<Value>(&body) else {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "object is not JSON".into(),
+                );
+            };
+            let resource = store.collections[&collection_name].resource;
+            let id = object_id(&resource, &object);
+            store.apply(&resource, object);
+            (
+                StatusCode::CREATED,
+                [(header::CONTENT_TYPE, "application/json")],
+                store.collections[&collection_name].objects[&id].to_string(),
+            )
+                .into_response()
         }
         (Method::GET, Target::Object { id, .. }) => {
             match store.collections[&collection_name].objects.get(&id) {

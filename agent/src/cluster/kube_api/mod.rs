@@ -16,7 +16,10 @@ use k8s_openapi::api::{
 };
 use kube::{
     api::{ListParams, Patch, PatchParams},
-    runtime::{watcher, WatchStreamExt},
+    runtime::{
+        events::{Event, EventType, Recorder, Reporter},
+        watcher, WatchStreamExt,
+    },
     Api, Client, Resource,
 };
 use netwarden_cni::status::{render_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
@@ -37,12 +40,25 @@ const MULTI_POLICY_V1BETA2: &str = "k8s.cni.cncf.io/v1beta2 multi-networkpolicie
 pub struct KubeSource {
     client: Client,
     node: NodeName,
+    /// Shared by every report, so repeats of one failure become one Event with a count.
+    recorder: Box<Recorder>,
 }
 
 impl KubeSource {
     /// Pods on `node` are kept in full, the others cut to what the engine reads.
     pub fn new(client: Client, node: NodeName) -> Self {
-        Self { client, node }
+        let recorder = Box::new(Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "netwarden".into(),
+                instance: Some(node.0.clone()),
+            },
+        ));
+        Self {
+            client,
+            node,
+            recorder,
+        }
     }
 
     /// A client configured from the environment (in-cluster service account or kubeconfig).
@@ -147,6 +163,30 @@ impl ClusterSource for KubeSource {
                 source,
             })?;
         Ok(())
+    }
+
+    /// A Warning Event `AttachFailed` on the pod (what `kubectl describe pod` shows),
+    /// reported by `netwarden` on this node; repeats become one Event with a count.
+    async fn report_attach_failure(&self, pod: &Pod, message: &str) -> Result<(), SourceError> {
+        // The API refuses notes over 1 kB.
+        let note: String = message.chars().take(1000).collect();
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "AttachFailed".into(),
+            note: Some(note),
+            action: "Attach".into(),
+            secondary: None,
+        };
+        self.recorder
+            .publish(&event, &pod.object_ref(&()))
+            .await
+            .map_err(|source| SourceError::Event {
+                pod: PodRef {
+                    namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: pod.metadata.name.clone().unwrap_or_default(),
+                },
+                source,
+            })
     }
 }
 

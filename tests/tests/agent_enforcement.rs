@@ -1,0 +1,417 @@
+//! Privileged: a real `netwarden agent` on a directory of manifests, pods created through
+//! the real `netwarden-cni` binary with the seed macvlan NAD on net1 (macvlan bridge mode
+//! over one node's `eth0`, so pods on it talk to each other), and real TCP between their
+//! net1 addresses. MultiNetworkPolicies and labels change in the manifests while it runs.
+mod node;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    process::{Child, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use netwarden_agent::netns;
+use node::{Lab, Pod};
+use serde_json::{json, Value};
+
+const PORT: u16 = 8080;
+const NAD: &str = "default/macvlan-conf";
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn net1(pod: &Pod) -> Ipv4Addr {
+    pod.ipv4("net1").expect("net1 exists")[0]
+}
+
+/// Whether `from` completes a TCP exchange with `to`:PORT (connect, then read the
+/// server's greeting) within 300 ms.
+fn connects(from: &Pod, to: Ipv4Addr) -> bool {
+    netns::run_in(&from.netns.path(), move || {
+        let address = SocketAddr::from((to, PORT));
+        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(300))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
+        let mut greeting = [0; 2];
+        stream.read_exact(&mut greeting).is_ok() && &greeting == b"hi"
+    })
+    .expect("client namespace")
+}
+
+/// A TCP server on PORT in a pod that greets every connection; stopped on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(pod: &Pod) -> Self {
+        let listener = netns::run_in(&pod.netns.path(), || {
+            TcpListener::bind((Ipv4Addr::UNSPECIFIED, PORT))
+        })
+        .expect("pod namespace")
+        .expect("listening");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.write_all(b"hi");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `netwarden flows` against the agent, its lines delivered as they come; killed on drop.
+struct Flows {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Flows {
+    fn start(lab: &Lab) -> Self {
+        let mut child = lab
+            .netwarden(&["flows"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("netwarden flows starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing every one of `needles`, within `limit`.
+    fn find(&self, needles: &[&str], limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if needles.iter().all(|n| line.contains(n)) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Flows {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn explain(lab: &Lab, from: &Pod, to: &Pod) -> String {
+    let out = lab
+        .netwarden(&[
+            "explain",
+            "--from",
+            &format!("default/{}", from.name),
+            "--to",
+            &format!("default/{}", to.name),
+            "--network",
+            NAD,
+            "--port",
+            &PORT.to_string(),
+            "--protocol",
+            "TCP",
+        ])
+        .output()
+        .expect("netwarden explain runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn deny_ingress_to_servers() -> Value {
+    json!({"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"]})
+}
+
+fn allow_ingress_from(labels: Value) -> Value {
+    json!({"podSelector": {"matchLabels": {"app": "server"}}, "policyTypes": ["Ingress"],
+           "ingress": [{"from": [{"podSelector": {"matchLabels": labels}}]}]})
+}
+
+/// TCX programs on the pod's net1, per hook.
+fn tcx_programs(pod: &Pod) -> (usize, usize) {
+    netns::run_in(&pod.netns.path(), || {
+        let ingress = SchedClassifier::query_tcx("net1", TcAttachType::Ingress)
+            .expect("query ingress")
+            .1
+            .len();
+        let egress = SchedClassifier::query_tcx("net1", TcAttachType::Egress)
+            .expect("query egress")
+            .1
+            .len();
+        (ingress, egress)
+    })
+    .expect("pod namespace")
+}
+
+/// Creates a pod through CNI ADD; asserts it succeeded.
+fn add_pod(lab: &mut Lab, labels: Value) -> Pod {
+    let pod = lab.pod_labelled("default", "macvlan-conf", &labels);
+    let (code, result) = lab.cni("ADD", &pod);
+    assert_eq!(code, 0, "{result}");
+    pod
+}
+
+#[test]
+fn policy_and_label_changes_reach_the_kernel_and_can_be_explained_and_watched() {
+    let mut lab = Lab::new("ag-policy");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let client = add_pod(&mut lab, json!({"role": "other"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+    assert!(
+        eventually(Duration::from_secs(3), || connects(&client, to)),
+        "no policy, yet no connection"
+    );
+    let flows = Flows::start(&lab);
+
+    lab.multi_network_policy("default", "servers", NAD, &deny_ingress_to_servers());
+    assert!(
+        eventually(Duration::from_secs(2), || !connects(&client, to)),
+        "default deny did not take effect"
+    );
+    assert!(!connects(&client, to), "denied only once");
+    let denied = flows.find(
+        &[&format!("default/{}/net1", server.name), "ingress DENY"],
+        Duration::from_secs(3),
+    );
+    assert!(
+        denied.as_ref().is_some_and(|l| l.contains(&to.to_string())),
+        "no deny event: {denied:?}"
+    );
+    let why = explain(&lab, &client, &server);
+    assert!(
+        why.contains("DENIED") && why.contains("default/servers"),
+        "{why}"
+    );
+
+    lab.multi_network_policy(
+        "default",
+        "servers",
+        NAD,
+        &allow_ingress_from(json!({"role": "frontend"})),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !connects(&client, to),
+        "allowed a pod the rule does not select"
+    );
+    lab.set_labels(&client, &json!({"role": "frontend"}));
+    assert!(
+        eventually(Duration::from_secs(2), || connects(&client, to)),
+        "the client's new label did not admit it"
+    );
+    let why = explain(&lab, &client, &server);
+    assert!(
+        why.contains("ALLOWED") && why.contains("default/servers ingress rule 0"),
+        "{why}"
+    );
+
+    assert_eq!(lab.http_get("/readyz"), (200, "ready\n".to_owned()));
+    let (status, metrics) = lab.http_get("/metrics");
+    assert_eq!(status, 200);
+    for expected in [
+        "netwarden_endpoints 2",
+        "netwarden_attach_seconds_count 2",
+        "netwarden_policy_update_seconds_count",
+        "netwarden_map_entries{map=\"ENDPOINTS\"} 2",
+        "netwarden_events_suppressed",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+    let denied_packets: i64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("netwarden_verdict_packets")
+                && l.contains("direction=\"ingress\"")
+                && l.contains("verdict=\"deny\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("ingress deny counter");
+    assert!(denied_packets > 0, "{metrics}");
+}
+
+#[test]
+fn enforcement_holds_while_the_agent_is_down_and_a_restarted_agent_adopts() {
+    let mut lab = Lab::new("ag-restart");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let client = add_pod(&mut lab, json!({"role": "client"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+    lab.multi_network_policy("default", "servers", NAD, &deny_ingress_to_servers());
+    assert!(eventually(Duration::from_secs(2), || !connects(
+        &client, to
+    )));
+    assert_eq!(tcx_programs(&server), (1, 1));
+
+    lab.stop_agent();
+    for _ in 0..3 {
+        assert!(!connects(&client, to), "enforcement stopped with the agent");
+    }
+    lab.start_agent();
+    assert_eq!(tcx_programs(&server), (1, 1), "attached twice");
+    assert!(!connects(&client, to), "the restart opened a window");
+
+    lab.multi_network_policy(
+        "default",
+        "servers",
+        NAD,
+        &allow_ingress_from(json!({"role": "client"})),
+    );
+    assert!(
+        eventually(Duration::from_secs(2), || connects(&client, to)),
+        "the restarted agent did not apply the change"
+    );
+    assert_eq!(tcx_programs(&server), (1, 1));
+    assert_eq!(lab.cni("DEL", &server).0, 0);
+    assert_eq!(lab.cni("DEL", &client).0, 0);
+    let (_, metrics) = lab.http_get("/metrics");
+    assert!(metrics.contains("netwarden_endpoints 0"), "{metrics}");
+}
+
+#[test]
+fn a_new_pods_net1_never_admits_a_denied_peer_right_after_add() {
+    let mut lab = Lab::new("ag-closed");
+    lab.multi_network_policy("default", "servers", NAD, &deny_ingress_to_servers());
+    let client = add_pod(&mut lab, json!({"role": "client"}));
+    let own = net1(&client);
+    // The client tries every address of the seed range, from before the server exists
+    // until well after its ADD returned.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reached = Arc::new(AtomicUsize::new(0));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let hammer = {
+        let (stop, reached, attempts) = (stop.clone(), reached.clone(), attempts.clone());
+        let netns = client.netns.path();
+        std::thread::spawn(move || {
+            netns::run_in(&netns, || {
+                while !stop.load(Ordering::Relaxed) {
+                    for last in 200..=216 {
+                        let to = Ipv4Addr::new(192, 168, 1, last);
+                        if to == own {
+                            continue;
+                        }
+                        let address = SocketAddr::from((to, PORT));
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let timeout = Duration::from_millis(20);
+                        if TcpStream::connect_timeout(&address, timeout).is_ok() {
+                            reached.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+            .expect("client namespace");
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    // As a runtime does: the container (here the server) starts once ADD has returned.
+    let _serving = Server::start(&server);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    hammer.join().expect("client thread");
+    assert!(
+        attempts.load(Ordering::Relaxed) > 50,
+        "the client hardly tried"
+    );
+    assert_eq!(
+        reached.load(Ordering::Relaxed),
+        0,
+        "a denied peer reached the new pod"
+    );
+    // The same client does get through once a policy admits it.
+    lab.multi_network_policy(
+        "default",
+        "servers",
+        NAD,
+        &allow_ingress_from(json!({"role": "client"})),
+    );
+    let to = net1(&server);
+    assert!((200..=216).contains(&to.octets()[3]), "{to} was not tried");
+    assert!(eventually(Duration::from_secs(2), || connects(&client, to)));
+}
+
+#[test]
+fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
+    let mut lab = Lab::new("ag-drift");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let client = add_pod(&mut lab, json!({"role": "client"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+    lab.multi_network_policy("default", "servers", NAD, &deny_ingress_to_servers());
+    assert!(eventually(Duration::from_secs(2), || !connects(
+        &client, to
+    )));
+
+    // Drift: someone removes the pinned links (which detaches the programs).
+    let links = lab.pins().path().join("links");
+    for link in std::fs::read_dir(&links).expect("links dir") {
+        std::fs::remove_file(link.expect("entry").path()).expect("link unpinned");
+    }
+    assert!(eventually(Duration::from_secs(2), || tcx_programs(&server) == (0, 0)));
+    assert!(
+        eventually(Duration::from_secs(4), || tcx_programs(&server) == (1, 1)),
+        "the reconcile did not attach again"
+    );
+    assert!(!connects(&client, to), "re-attached without its tables");
+
+    // No policy lists the network any more: the interface stays attached, open.
+    lab.remove_manifest("mnp-default-servers");
+    assert!(
+        eventually(Duration::from_secs(2), || connects(&client, to)),
+        "deleting the policy did not open the interface"
+    );
+    assert_eq!(tcx_programs(&server), (1, 1));
+}
