@@ -468,7 +468,9 @@ impl Cluster {
     }
 
     fn namespace_objects(&self) -> Vec<Object> {
-        (0..self.namespaces.len()).map(|i| self.namespace(i)).collect()
+        (0..self.namespaces.len())
+            .map(|i| self.namespace(i))
+            .collect()
     }
     fn pod_objects(&self) -> Vec<Object> {
         (0..self.pods.len()).map(|i| self.pod(i)).collect()

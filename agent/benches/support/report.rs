@@ -43,7 +43,11 @@ impl Machine {
 
 /// `YYYY-MM-DD` of a time, in UTC (days-to-civil, after Howard Hinnant).
 fn utc_date(time: SystemTime) -> String {
-    let days = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 86_400;
+    let days = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400;
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -69,7 +73,8 @@ impl Percentiles {
     pub fn of(samples: &[Duration]) -> Option<Self> {
         let mut sorted = samples.to_vec();
         sorted.sort_unstable();
-        let at = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        let at =
+            |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
         (!sorted.is_empty()).then(|| Self {
             p50: at(0.5),
             p99: at(0.99),
@@ -92,7 +97,11 @@ pub fn human(d: Duration) -> String {
 
 /// A markdown table (also readable as the terminal's table).
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut out = format!("| {} |\n|{}\n", header.join(" | "), " --- |".repeat(header.len()));
+    let mut out = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        " --- |".repeat(header.len())
+    );
     for row in rows {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }

@@ -1,0 +1,385 @@
+//! A node for the attach component, made of real parts: a "node" network namespace whose
+//! `eth0` (one end of a veth pair: this kernel has no dummy driver) is the macvlan master,
+//! a directory of manifests (namespaces, the seed macvlan NAD with host-local, pods) that a
+//! real `netwarden attach-service` process watches and writes network-status into, and
+//! pod sandboxes. CNI plugins, `netwarden-cni` or the reference ones in /usr/lib/cni, are
+//! executed the way a container runtime does: CNI_* environment, the network config on
+//! stdin, JSON on stdout, exit status, from the node namespace.
+//!
+//! The binaries: cargo builds other packages' binaries only for their own integration
+//! tests, so these are found beside the running test or bench executable
+//! (`target/<profile>/`, the parent of `deps/`). `cargo xtask test` builds them; alone, run
+//! `cargo build [--release] -p netwarden-agent -p netwarden-cni` first.
+use std::{
+    fs::File,
+    io::Write,
+    net::Ipv4Addr,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use netwarden_agent::lab::topology::NetNamespace;
+use netwarden_cni::status::{parse_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
+use serde_json::{json, Value};
+
+pub const PLUGINS: &str = "/usr/lib/cni";
+
+/// A binary of this workspace, built for the running executable's profile.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run `cargo build [--release] -p netwarden-agent -p netwarden-cni` first",
+        path.display()
+    );
+    path
+}
+
+/// A seed-style macvlan NAD config (Multus quickstart) over the node's `eth0`.
+pub fn macvlan(subnet: &str, start: &str, end: &str, data_dir: &Path) -> Value {
+    json!({
+        "cniVersion": "0.3.0",
+        "type": "macvlan",
+        "master": "eth0",
+        "mode": "bridge",
+        "ipam": {
+            "type": "host-local",
+            "subnet": subnet,
+            "rangeStart": start,
+            "rangeEnd": end,
+            "routes": [{ "dst": "0.0.0.0/0" }],
+            "gateway": subnet.replace(".0/24", ".1"),
+            "dataDir": data_dir,
+        }
+    })
+}
+
+/// A node running the agent, a manifest directory, a cache.
+pub struct Lab {
+    pub node: NetNamespace,
+    pub dir: tempfile::TempDir,
+    agent: Option<Child>,
+    next_pod: u32,
+}
+
+/// A pod: its manifest, its sandbox namespace, its container ID.
+pub struct Pod {
+    pub netns: NetNamespace,
+    pub namespace: String,
+    pub name: String,
+    pub container_id: String,
+}
+
+impl Lab {
+    /// The node (namespaces `default`, `development`, `privileged`; NADs `macvlan-conf`
+    /// in `default` and `privileged`, `wide-conf` and `broken-conf` in `default`; the
+    /// cluster network [`Lab::cluster_network`]) with the agent running.
+    pub fn new(prefix: &str) -> Self {
+        let node = NetNamespace::create(&format!("{prefix}-n")).expect("node netns");
+        for argv in [
+            &[
+                "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "uplink0",
+            ][..],
+            &["ip", "link", "set", "eth0", "up"],
+            &["ip", "link", "set", "uplink0", "up"],
+        ] {
+            node.exec(argv).expect("node uplink");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut lab = Self {
+            node,
+            dir,
+            agent: None,
+            next_pod: 0,
+        };
+        std::fs::create_dir_all(lab.manifests()).expect("manifest dir");
+        for ns in ["default", "development", "privileged"] {
+            lab.write_manifest(
+                &format!("ns-{ns}"),
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            );
+        }
+        let seed = lab.seed_network();
+        for ns in ["default", "privileged"] {
+            lab.add_nad(ns, "macvlan-conf", &seed);
+        }
+        let data = lab.data_dir();
+        lab.add_nad(
+            "default",
+            "wide-conf",
+            &macvlan("192.168.2.0/24", "192.168.2.10", "192.168.2.250", &data),
+        );
+        // Fails in its second plugin, after macvlan and host-local have done their work.
+        let mut broken = macvlan("192.168.3.0/24", "192.168.3.10", "192.168.3.20", &data);
+        broken["name"] = "broken-conf".into();
+        lab.add_nad(
+            "default",
+            "broken-conf",
+            &json!({"cniVersion": "1.0.0", "name": "broken-conf", "plugins": [
+                broken, {"type": "tuning", "sysctl": {"net.no.such.sysctl": "1"}}]}),
+        );
+        std::fs::write(
+            lab.path("cluster.conflist"),
+            lab.cluster_network().to_string(),
+        )
+        .expect("cluster");
+        let config = json!({
+            "socket": lab.socket(),
+            "cacheDir": lab.path("cache"),
+            "binDirs": [PLUGINS],
+            "clusterNetwork": lab.path("cluster.conflist"),
+            "namespaceIsolation": true,
+            "configDir": lab.path("net.d"),
+            "maxConcurrent": 4,
+            "maxQueued": 64,
+            "podWaitSeconds": 10,
+        });
+        std::fs::write(lab.path("attach.json"), config.to_string()).expect("attach config");
+        lab.start_agent();
+        lab
+    }
+
+    /// The config of the seed NAD `macvlan-conf` (range .200-.216 of 192.168.1.0/24).
+    pub fn seed_network(&self) -> Value {
+        macvlan(
+            "192.168.1.0/24",
+            "192.168.1.200",
+            "192.168.1.216",
+            &self.data_dir(),
+        )
+    }
+
+    /// The cluster's primary network: a conflist of ptp with host-local.
+    pub fn cluster_network(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "cluster-net", "plugins": [{
+            "type": "ptp",
+            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": self.data_dir(),
+                     "routes": [{"dst": "0.0.0.0/0"}]}}]})
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn manifests(&self) -> PathBuf {
+        self.path("manifests")
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        self.path("host-local")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.path("attach.sock")
+    }
+
+    pub fn write_manifest(&self, file: &str, object: &Value) {
+        let path = self.manifests().join(format!("{file}.json"));
+        std::fs::write(path, object.to_string()).expect("manifest written");
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.manifests().join(format!("{file}.json"))).expect("removed");
+    }
+
+    pub fn add_nad(&self, namespace: &str, name: &str, config: &Value) {
+        self.write_manifest(
+            &format!("nad-{namespace}-{name}"),
+            &json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": {"config": config.to_string()}}),
+        );
+    }
+
+    /// `netwarden attach-service` in the node namespace; returns once it answers a ping.
+    pub fn start_agent(&mut self) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.node.name()])
+            .arg(binary("netwarden"))
+            .arg("attach-service")
+            .arg("--config")
+            .arg(self.path("attach.json"))
+            .arg("--cluster")
+            .arg(format!("dir:{}", self.manifests().display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("agent starts");
+        self.agent = Some(child);
+        let client = netwarden_cni::agent_link::AgentClient::new(self.socket());
+        client
+            .wait_ready(Duration::from_secs(20))
+            .expect("agent ready");
+    }
+
+    pub fn stop_agent(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            // `ip netns exec` execs the agent, so this is the agent's own pid.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A pod manifest in `namespace` asking for `networks` (none when empty), and its
+    /// sandbox.
+    pub fn pod(&mut self, namespace: &str, networks: &str) -> Pod {
+        self.next_pod += 1;
+        let name = format!("pod{}", self.next_pod);
+        let mut annotations = json!({});
+        if !networks.is_empty() {
+            annotations["k8s.v1.cni.cncf.io/networks"] = networks.into();
+        }
+        self.write_manifest(
+            &format!("pod-{namespace}-{name}"),
+            &json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}"),
+                                 "annotations": annotations},
+                    "spec": {"containers": [{"name": "c", "image": "pause"}]}}),
+        );
+        let netns = NetNamespace::create("att-p").expect("pod netns");
+        let container_id = netns.name().replace("nw-", "c");
+        Pod {
+            netns,
+            namespace: namespace.into(),
+            name,
+            container_id,
+        }
+    }
+
+    /// Runs `netwarden-cni` as the runtime would; returns the exit code and stdout JSON.
+    pub fn cni(&self, command: &str, pod: &Pod) -> (i32, Value) {
+        let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "type": "netwarden-cni",
+                            "socket": self.socket(), "cacheDir": self.path("cache"),
+                            "agentWaitSeconds": 10});
+        self.exec_plugin(&binary("netwarden-cni"), command, pod, "eth0", &config)
+    }
+
+    /// Executes a CNI plugin as the runtime does, in the node namespace, for `pod`'s
+    /// interface `ifname`; returns the exit code and stdout JSON (Null when empty).
+    pub fn exec_plugin(
+        &self,
+        plugin: &Path,
+        command: &str,
+        pod: &Pod,
+        ifname: &str,
+        config: &Value,
+    ) -> (i32, Value) {
+        let args = format!(
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
+            pod.namespace, pod.name, pod.container_id, pod.name
+        );
+        let netns = pod.netns.path();
+        let node = File::open(self.node.path()).expect("node netns handle");
+        let mut child = Command::new(plugin);
+        child
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .envs([
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", &pod.container_id),
+                ("CNI_NETNS", netns.to_str().expect("utf-8 path")),
+                ("CNI_IFNAME", ifname),
+                ("CNI_ARGS", &args),
+                ("CNI_PATH", PLUGINS),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: between fork and exec the child only makes the setns system call.
+        unsafe {
+            child.pre_exec(move || {
+                nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = child.spawn().expect("CNI plugin starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(config.to_string().as_bytes())
+            .expect("config written");
+        let out = child.wait_with_output().expect("CNI plugin ends");
+        let json = if out.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+        };
+        (out.status.code().unwrap_or(-1), json)
+    }
+
+    /// The network-status the agent wrote into the pod's manifest.
+    pub fn network_status(&self, pod: &Pod) -> Vec<NetworkStatus> {
+        let file = self
+            .manifests()
+            .join(format!("pod-{}-{}.json", pod.namespace, pod.name));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(file).expect("pod manifest")).expect("JSON");
+        let value = manifest["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION]
+            .as_str()
+            .expect("network-status written");
+        parse_network_status(value).expect("network-status parses")
+    }
+
+    /// Every address host-local holds, across networks.
+    pub fn allocations(&self) -> Vec<String> {
+        let mut held = Vec::new();
+        for network in std::fs::read_dir(self.data_dir()).into_iter().flatten() {
+            let network = network.expect("entry").path();
+            for entry in std::fs::read_dir(&network).expect("network dir") {
+                let name = entry
+                    .expect("entry")
+                    .file_name()
+                    .into_string()
+                    .expect("utf-8");
+                if name.parse::<std::net::IpAddr>().is_ok() {
+                    held.push(name);
+                }
+            }
+        }
+        held
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_agent();
+    }
+}
+
+impl Pod {
+    /// The IPv4 addresses of `ifname` in the sandbox; None when it does not exist.
+    pub fn ipv4(&self, ifname: &str) -> Option<Vec<Ipv4Addr>> {
+        let out = self
+            .netns
+            .exec(&["ip", "-j", "addr", "show", "dev", ifname])
+            .ok()?;
+        let links: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let addrs = links.get(0)?.get("addr_info")?.as_array()?.clone();
+        Some(
+            addrs
+                .iter()
+                .filter(|a| a["family"] == "inet")
+                .filter_map(|a| a["local"].as_str()?.parse().ok())
+                .collect(),
+        )
+    }
+
+    /// Interfaces other than lo in the sandbox.
+    pub fn interfaces(&self) -> Vec<String> {
+        let out = self
+            .netns
+            .exec(&["ip", "-j", "link", "show"])
+            .expect("ip link");
+        let links: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        links
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .filter(|n| n != "lo")
+            .collect()
+    }
+}
