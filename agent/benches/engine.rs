@@ -310,7 +310,7 @@ fn child(pods: usize, policies: usize) {
     ));
     drop(events);
 
-    let kinds: [(&str, fn(&mut Cluster, &mut Rng) -> Object); 4] = [
+    let kinds: [(&str, Change); 4] = [
         ("pod_labels", Cluster::change_pod_labels),
         ("policy", Cluster::change_policy),
         ("namespace_labels", Cluster::change_namespace_labels),
@@ -336,6 +336,9 @@ fn child(pods: usize, policies: usize) {
         ));
     }
 }
+
+/// Makes one change to the synthetic cluster; returns the changed object.
+type Change = fn(&mut Cluster, &mut Rng) -> Object;
 
 fn say(line: &str) {
     let mut out = std::io::stdout().lock();

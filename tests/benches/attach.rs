@@ -21,6 +21,9 @@ const QUICK_PODS: usize = 20;
 const WARM_UP: usize = 3;
 const TARGET_OVERHEAD: Duration = Duration::from_millis(5);
 
+/// One CNI command (`ADD`, `DEL`) on one path, timed.
+type Op<'a> = &'a dyn Fn(&str) -> Duration;
+
 /// Latency samples of one path.
 #[derive(Default)]
 struct Samples {
@@ -43,14 +46,17 @@ fn main() {
     let direct = Direct::new(&lab);
     // Every sandbox up front, so creating them does not overlap the timings.
     let mut pairs: Vec<(Pod, Pod)> = (0..WARM_UP + pods)
-        .map(|_| (lab.pod("default", "macvlan-conf"), lab.pod("default", "")))
+        .map(|i| {
+            let through = lab.pod("default", "macvlan-conf");
+            (through, lab.sandbox("default", format!("direct{i}")))
+        })
         .collect();
     // Let the agent take in the new manifests before the clock runs.
     std::thread::sleep(Duration::from_secs(1));
     let mut netwarden = Samples::default();
     let mut reference = Samples::default();
     for (i, (through, beside)) in pairs.drain(..).enumerate() {
-        let mut runs: [(&mut Samples, &dyn Fn(&str) -> Duration); 2] = [
+        let mut runs: [(&mut Samples, Op); 2] = [
             (&mut netwarden, &|command| {
                 netwarden_op(&lab, command, &through)
             }),
@@ -175,8 +181,15 @@ fn document(machine: &Machine, pods: usize, netwarden: &Samples, direct: &Sample
            network-status (into the pod's manifest: the directory cluster source).\n\
          - **direct**: the same delegates with the same configs executed by the benchmark: \
            ptp for eth0, then macvlan for net1 (DEL in reverse).\n\n\
-         Overhead is netwarden minus direct, per percentile. The two paths alternate which \
-         goes first, pod by pod. The machine is shared (other builds may run at the same \
+         The {pods} pods netwarden attaches (plus the warm-up ones) are written as \
+         manifests before the clock runs, so the agent knows each pod when its ADD \
+         arrives; the direct path needs no cluster objects. The directory source \
+         reloads every manifest after each change, and each ADD writes one (the \
+         network-status): that reload competes for the CPU with the next ADD, so the \
+         overhead grows with the number of manifests (compare with \
+         `NETWARDEN_BENCH_QUICK=1`); the Kubernetes API source does not pay it. \
+         Overhead is netwarden minus direct, per percentile (negative: within the \
+         noise). The two paths alternate which goes first, pod by pod. The machine is shared (other builds may run at the same \
          time): take the figures as orders of magnitude.\n\n\
          ## Latency\n\n\
          Target: overhead under {} at p50; the ratio is the p50 overhead to it (under 1 \

@@ -239,6 +239,11 @@ impl Lab {
                                  "annotations": annotations},
                     "spec": {"containers": [{"name": "c", "image": "pause"}]}}),
         );
+        self.sandbox(namespace, name)
+    }
+
+    /// A sandbox for a pod the cluster does not know (plugins run without netwarden).
+    pub fn sandbox(&self, namespace: &str, name: String) -> Pod {
         let netns = NetNamespace::create("att-p").expect("pod netns");
         let container_id = netns.name().replace("nw-", "c");
         Pod {
