@@ -2,7 +2,7 @@
 //! the real `netwarden-cni` binary with the seed macvlan NAD on net1 (macvlan bridge mode
 //! over one node's `eth0`, so pods on it talk to each other), and real TCP between their
 //! net1 addresses. MultiNetworkPolicies and labels change in the manifests while it runs.
-mod node;
+//! The node is [`netwarden_tests::node`]'s (see there for the binaries these tests need).
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -18,7 +18,7 @@ use std::{
 
 use aya::programs::{SchedClassifier, TcAttachType};
 use netwarden_agent::netns;
-use node::{Lab, Pod};
+use netwarden_tests::node::{Lab, Pod};
 use serde_json::{json, Value};
 
 const PORT: u16 = 8080;

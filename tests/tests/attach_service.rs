@@ -2,10 +2,8 @@
 //! (CNI_* environment, the netwarden network config on stdin, JSON on stdout, exit status),
 //! talks over a real unix socket to a real `netwarden agent` process, which runs the
 //! reference plugins in /usr/lib/cni. Cluster state is a directory of manifests (pods,
-//! namespaces, NADs) that the agent watches and writes network-status back into (see
-//! `node/mod.rs`).
-mod node;
-
+//! namespaces, NADs) that the agent watches and writes network-status back into, on a node
+//! made by [`netwarden_tests::node`] (see there for the binaries these tests need built).
 use std::{
     io::Write,
     net::Ipv4Addr,
@@ -13,7 +11,7 @@ use std::{
     time::Instant,
 };
 
-use node::{binary, Lab, Pod};
+use netwarden_tests::node::{binary, Lab, Pod};
 use serde_json::{json, Value};
 
 fn in_seed_range(address: &Ipv4Addr) -> bool {

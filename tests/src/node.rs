@@ -1,18 +1,21 @@
-//! A node for end-to-end tests: a network namespace whose `eth0` (one end of a veth pair:
-//! this kernel has no dummy driver) is the macvlan master, a directory of manifests as the
-//! cluster state, and a real `netwarden agent` process running in that namespace on it.
-//! Pods are sandboxes (network namespaces) created through the real `netwarden-cni`
-//! binary, executed the way a container runtime does.
+//! A node for end-to-end tests and benchmarks, made of real parts: a network namespace
+//! whose `eth0` (one end of a veth pair: this kernel has no dummy driver) is the macvlan
+//! master, a directory of manifests (namespaces, the seed macvlan NAD with host-local, pods,
+//! policies) as the cluster state, and a real `netwarden agent` process running in that
+//! namespace on it, pinning under its own bpffs directory. Pods are sandboxes (network
+//! namespaces). CNI plugins, `netwarden-cni` or the reference ones in /usr/lib/cni, are
+//! executed the way a container runtime does: CNI_* environment, the network config on
+//! stdin, JSON on stdout, exit status, from the node namespace.
 //!
 //! The binaries: cargo builds other packages' binaries only for their own integration
-//! tests, so these are found beside this test executable (`target/<profile>/`, the parent of
-//! `deps/`). `cargo xtask test` builds them; alone, run
-//! `cargo build -p netwarden-agent -p netwarden-cni` first.
-// Each test binary that includes this module uses part of it.
-#![allow(dead_code)]
+//! tests, so these are found beside the running test or bench executable
+//! (`target/<profile>/`, the parent of `deps/`). `cargo xtask test` builds them; alone, run
+//! `cargo build [--release] -p netwarden-agent -p netwarden-cni` first.
 use std::{
+    fs::File,
     io::{Read, Write},
     net::Ipv4Addr,
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -29,6 +32,7 @@ pub const AGENT_HTTP: &str = "127.0.0.1:9465";
 
 pub const PLUGINS: &str = "/usr/lib/cni";
 
+/// A binary of this workspace, built for the running executable's profile.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -38,14 +42,14 @@ pub fn binary(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.is_file(),
-        "{} is not built: run `cargo build -p netwarden-agent -p netwarden-cni` first",
+        "{} is not built: run `cargo build [--release] -p netwarden-agent -p netwarden-cni` first",
         path.display()
     );
     path
 }
 
 /// A seed-style macvlan NAD config (Multus quickstart) over the node's `eth0`.
-fn macvlan(subnet: &str, start: &str, end: &str, data_dir: &Path) -> Value {
+pub fn macvlan(subnet: &str, start: &str, end: &str, data_dir: &Path) -> Value {
     json!({
         "cniVersion": "0.3.0",
         "type": "macvlan",
@@ -82,6 +86,9 @@ pub struct Pod {
 }
 
 impl Lab {
+    /// The node (namespaces `default`, `development`, `privileged`; NADs `macvlan-conf`
+    /// in `default` and `privileged`, `wide-conf` and `broken-conf` in `default`; the
+    /// cluster network [`Lab::cluster_network`]) with the agent running.
     pub fn new(prefix: &str) -> Self {
         let node = NetNamespace::create(&format!("{prefix}-n")).expect("node netns");
         for argv in [
@@ -101,7 +108,6 @@ impl Lab {
             next_pod: 0,
             pins: ScratchPinRoot::create(prefix),
         };
-        let data = lab.data_dir();
         std::fs::create_dir_all(lab.manifests()).expect("manifest dir");
         for ns in ["default", "development", "privileged"] {
             lab.write_manifest(
@@ -109,10 +115,11 @@ impl Lab {
                 &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
             );
         }
-        let seed = macvlan("192.168.1.0/24", "192.168.1.200", "192.168.1.216", &data);
+        let seed = lab.seed_network();
         for ns in ["default", "privileged"] {
             lab.add_nad(ns, "macvlan-conf", &seed);
         }
+        let data = lab.data_dir();
         lab.add_nad(
             "default",
             "wide-conf",
@@ -127,11 +134,11 @@ impl Lab {
             &json!({"cniVersion": "1.0.0", "name": "broken-conf", "plugins": [
                 broken, {"type": "tuning", "sysctl": {"net.no.such.sysctl": "1"}}]}),
         );
-        let cluster = json!({"cniVersion": "1.0.0", "name": "cluster-net", "plugins": [{
-            "type": "ptp",
-            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": data,
-                     "routes": [{"dst": "0.0.0.0/0"}]}}]});
-        std::fs::write(lab.path("cluster.conflist"), cluster.to_string()).expect("cluster");
+        std::fs::write(
+            lab.path("cluster.conflist"),
+            lab.cluster_network().to_string(),
+        )
+        .expect("cluster");
         let config = json!({
             "node": NODE,
             "cluster": format!("dir:{}", lab.manifests().display()),
@@ -153,13 +160,32 @@ impl Lab {
         lab
     }
 
+    /// The config of the seed NAD `macvlan-conf` (range .200-.216 of 192.168.1.0/24).
+    pub fn seed_network(&self) -> Value {
+        macvlan(
+            "192.168.1.0/24",
+            "192.168.1.200",
+            "192.168.1.216",
+            &self.data_dir(),
+        )
+    }
+
+    /// The cluster's primary network: a conflist of ptp with host-local.
+    pub fn cluster_network(&self) -> Value {
+        json!({"cniVersion": "1.0.0", "name": "cluster-net", "plugins": [{
+            "type": "ptp",
+            "ipam": {"type": "host-local", "subnet": "10.244.1.0/24", "dataDir": self.data_dir(),
+                     "routes": [{"dst": "0.0.0.0/0"}]}}]})
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
     pub fn manifests(&self) -> PathBuf {
         self.path("manifests")
     }
-    fn data_dir(&self) -> PathBuf {
+    /// Where host-local keeps its allocations, every network of this node.
+    pub fn data_dir(&self) -> PathBuf {
         self.path("host-local")
     }
     pub fn socket(&self) -> PathBuf {
@@ -238,6 +264,11 @@ impl Lab {
                                  "annotations": annotations, "labels": labels},
                     "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "pause"}]}}),
         );
+        self.sandbox(namespace, name)
+    }
+
+    /// A sandbox for a pod the cluster does not know (plugins run without netwarden).
+    pub fn sandbox(&self, namespace: &str, name: String) -> Pod {
         let netns = NetNamespace::create("att-p").expect("pod netns");
         let container_id = netns.name().replace("nw-", "c");
         Pod {
@@ -250,38 +281,59 @@ impl Lab {
 
     /// Runs `netwarden-cni` as the runtime would; returns the exit code and stdout JSON.
     pub fn cni(&self, command: &str, pod: &Pod) -> (i32, Value) {
+        let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "type": "netwarden-cni",
+                            "socket": self.socket(), "cacheDir": self.path("cache"),
+                            "agentWaitSeconds": 10});
+        self.exec_plugin(&binary("netwarden-cni"), command, pod, "eth0", &config)
+    }
+
+    /// Executes a CNI plugin as the runtime does, in the node namespace, for `pod`'s
+    /// interface `ifname`; returns the exit code and stdout JSON (Null when empty).
+    pub fn exec_plugin(
+        &self,
+        plugin: &Path,
+        command: &str,
+        pod: &Pod,
+        ifname: &str,
+        config: &Value,
+    ) -> (i32, Value) {
         let args = format!(
             "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
             pod.namespace, pod.name, pod.container_id, pod.name
         );
         let netns = pod.netns.path();
-        let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "type": "netwarden-cni",
-                            "socket": self.socket(), "cacheDir": self.path("cache"),
-                            "agentWaitSeconds": 10});
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", self.node.name()])
-            .arg(binary("netwarden-cni"))
+        let node = File::open(self.node.path()).expect("node netns handle");
+        let mut child = Command::new(plugin);
+        child
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .envs([
                 ("CNI_COMMAND", command),
                 ("CNI_CONTAINERID", &pod.container_id),
                 ("CNI_NETNS", netns.to_str().expect("utf-8 path")),
-                ("CNI_IFNAME", "eth0"),
+                ("CNI_IFNAME", ifname),
                 ("CNI_ARGS", &args),
                 ("CNI_PATH", PLUGINS),
             ])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("netwarden-cni starts");
+            .stdout(Stdio::piped());
+        // Only the network namespace, as a runtime does (`ip netns exec` would also give
+        // the plugin a fresh /sys). SAFETY: between fork and exec the child only makes the
+        // setns system call.
+        unsafe {
+            child.pre_exec(move || {
+                nix::sched::setns(&node, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = child.spawn().expect("CNI plugin starts");
         child
             .stdin
             .take()
             .expect("stdin")
             .write_all(config.to_string().as_bytes())
             .expect("config written");
-        let out = child.wait_with_output().expect("netwarden-cni ends");
+        let out = child.wait_with_output().expect("CNI plugin ends");
         let json = if out.stdout.is_empty() {
             Value::Null
         } else {

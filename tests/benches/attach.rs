@@ -1,0 +1,216 @@
+//! ADD and DEL latency through netwarden (`netwarden-cni` -> `netwarden agent` ->
+//! the cluster network, then the seed macvlan + host-local NAD) against the same delegates
+//! executed directly with the same configs, one pod at a time. Figures, not assertions:
+//! prints a table and writes `docs/bench/attach.md`. Privileged (run as root).
+//!
+//! Run: `cargo build --release -p netwarden-agent -p netwarden-cni` then
+//! `cargo bench -p netwarden-tests --bench attach`. `NETWARDEN_BENCH_QUICK=1` times 20
+//! pods instead of 200.
+#[path = "../../agent/benches/support/report.rs"]
+mod report;
+
+use std::time::{Duration, Instant};
+
+use netwarden_tests::node::{Lab, Pod, PLUGINS};
+use report::{human, table, Machine, Percentiles};
+use serde_json::Value;
+
+const PODS: usize = 200;
+const QUICK_PODS: usize = 20;
+/// Untimed pods first, so both paths start with warm caches.
+const WARM_UP: usize = 3;
+const TARGET_OVERHEAD: Duration = Duration::from_millis(5);
+
+/// One CNI command (`ADD`, `DEL`) on one path, timed.
+type Op<'a> = &'a dyn Fn(&str) -> Duration;
+
+/// Latency samples of one path.
+#[derive(Default)]
+struct Samples {
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("the attach benchmark creates network namespaces and links: run it as root");
+        std::process::exit(1);
+    }
+    let pods = if std::env::var_os("NETWARDEN_BENCH_QUICK").is_some() {
+        QUICK_PODS
+    } else {
+        PODS
+    };
+    let machine = Machine::read();
+    let mut lab = Lab::new("bench-att");
+    let direct = Direct::new(&lab);
+    // Every sandbox up front, so creating them does not overlap the timings.
+    let mut pairs: Vec<(Pod, Pod)> = (0..WARM_UP + pods)
+        .map(|i| {
+            let through = lab.pod("default", "macvlan-conf");
+            (through, lab.sandbox("default", format!("direct{i}")))
+        })
+        .collect();
+    // Let the agent take in the new manifests before the clock runs.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut netwarden = Samples::default();
+    let mut reference = Samples::default();
+    for (i, (through, beside)) in pairs.drain(..).enumerate() {
+        let mut runs: [(&mut Samples, Op); 2] = [
+            (&mut netwarden, &|command| {
+                netwarden_op(&lab, command, &through)
+            }),
+            (&mut reference, &|command| direct.op(&lab, command, &beside)),
+        ];
+        // Alternate which path goes first, so drift favours neither.
+        if i % 2 == 1 {
+            runs.reverse();
+        }
+        let timed = i >= WARM_UP;
+        for (samples, op) in &mut runs {
+            let took = op("ADD");
+            if timed {
+                samples.add.push(took);
+            }
+        }
+        for (samples, op) in &mut runs {
+            let took = op("DEL");
+            if timed {
+                samples.del.push(took);
+            }
+        }
+    }
+    assert!(
+        lab.allocations().is_empty(),
+        "addresses left allocated: {:?}",
+        lab.allocations()
+    );
+    let doc = document(&machine, pods, &netwarden, &reference);
+    println!("{doc}");
+    match report::write_doc("attach.md", &doc) {
+        Ok(path) => eprintln!("written: {}", path.display()),
+        Err(e) => eprintln!("docs/bench/attach.md not written: {e}"),
+    }
+}
+
+/// One CNI command through `netwarden-cni`; panics on failure (a failed ADD is not a
+/// latency).
+fn netwarden_op(lab: &Lab, command: &str, pod: &Pod) -> Duration {
+    let started = Instant::now();
+    let (code, out) = lab.cni(command, pod);
+    let took = started.elapsed();
+    assert_eq!(code, 0, "netwarden {command} of {}: {out}", pod.name);
+    took
+}
+
+/// The delegates netwarden runs for a pod asking for `macvlan-conf`, executed directly:
+/// the cluster network's plugin (eth0), then the seed NAD (net1); DEL in reverse.
+struct Direct {
+    /// (plugin config as libcni hands it to the plugin, interface).
+    delegates: Vec<(Value, &'static str)>,
+}
+
+impl Direct {
+    fn new(lab: &Lab) -> Self {
+        let cluster = lab.cluster_network();
+        let mut ptp = cluster["plugins"][0].clone();
+        ptp["cniVersion"] = cluster["cniVersion"].clone();
+        ptp["name"] = cluster["name"].clone();
+        // netwarden injects the NAD's name into a config that has none.
+        let mut seed = lab.seed_network();
+        seed["name"] = "macvlan-conf".into();
+        Self {
+            delegates: vec![(ptp, "eth0"), (seed, "net1")],
+        }
+    }
+
+    fn op(&self, lab: &Lab, command: &str, pod: &Pod) -> Duration {
+        let ordered: Vec<&(Value, &str)> = match command {
+            "DEL" => self.delegates.iter().rev().collect(),
+            _ => self.delegates.iter().collect(),
+        };
+        let started = Instant::now();
+        for (config, ifname) in ordered {
+            let plugin = format!("{PLUGINS}/{}", config["type"].as_str().expect("type"));
+            let (code, out) = lab.exec_plugin(plugin.as_ref(), command, pod, ifname, config);
+            assert_eq!(code, 0, "{plugin} {command} of {}: {out}", pod.name);
+        }
+        started.elapsed()
+    }
+}
+
+fn document(machine: &Machine, pods: usize, netwarden: &Samples, direct: &Samples) -> String {
+    let mut rows = Vec::new();
+    for (command, through, beside) in [
+        ("ADD", &netwarden.add, &direct.add),
+        ("DEL", &netwarden.del, &direct.del),
+    ] {
+        let through = Percentiles::of(through).expect("timed pods");
+        let beside = Percentiles::of(beside).expect("timed pods");
+        let overhead = |a: Duration, b: Duration| a.as_secs_f64() - b.as_secs_f64();
+        let ms = |secs: f64| format!("{:.2} ms", secs * 1e3);
+        let p50 = overhead(through.p50, beside.p50);
+        let p99 = overhead(through.p99, beside.p99);
+        rows.push(vec![
+            command.to_owned(),
+            through.samples.min(beside.samples).to_string(),
+            human(through.p50),
+            human(through.p99),
+            human(beside.p50),
+            human(beside.p99),
+            ms(p50),
+            ms(p99),
+            format!("{:.2}", p50 / TARGET_OVERHEAD.as_secs_f64()),
+        ]);
+    }
+    format!(
+        "# Attach benchmark\n\n\
+         `cargo xtask bench attach` (as root: `cargo build --release -p netwarden-agent -p \
+         netwarden-cni`, then `cargo bench -p netwarden-tests --bench attach`; \
+         `NETWARDEN_BENCH_QUICK=1` for {QUICK_PODS} pods).\n\n\
+         {}\n\
+         ## What is timed\n\n\
+         {pods} pods, one at a time (after {WARM_UP} untimed ones), each asking for the \
+         seed network `macvlan-conf` (macvlan in bridge mode over the node's `eth0`, \
+         host-local IPAM). Every plugin is executed the way a container runtime does: \
+         fork, enter the node's network namespace, exec, CNI_* environment, config on \
+         stdin, result on stdout.\n\n\
+         - **netwarden**: one execution of `netwarden-cni`, which forwards the request over \
+           the unix socket to `netwarden agent`, which runs the cluster network \
+           (ptp + host-local) and then macvlan + host-local, writes its cache and the pod's \
+           network-status (into the pod's manifest: the directory cluster source). The \
+           pods are scheduled on the agent's node, so it also enforces \
+           MultiNetworkPolicy on them (none exists here).\n\
+         - **direct**: the same delegates with the same configs executed by the benchmark: \
+           ptp for eth0, then macvlan for net1 (DEL in reverse).\n\n\
+         The {pods} pods netwarden attaches (plus the warm-up ones) are written as \
+         manifests before the clock runs, so the agent knows each pod when its ADD \
+         arrives; the direct path needs no cluster objects. The directory source \
+         reloads every manifest after each change, and each ADD writes one (the \
+         network-status): that reload competes for the CPU with the next ADD, so the \
+         overhead grows with the number of manifests (compare with \
+         `NETWARDEN_BENCH_QUICK=1`); the Kubernetes API source does not pay it. \
+         Overhead is netwarden minus direct, per percentile (negative: within the \
+         noise). The two paths alternate which goes first, pod by pod. The machine is shared (other builds may run at the same \
+         time): take the figures as orders of magnitude.\n\n\
+         ## Latency\n\n\
+         Target: overhead under {} at p50; the ratio is the p50 overhead to it (under 1 \
+         meets the target).\n\n{}",
+        machine.markdown(),
+        human(TARGET_OVERHEAD),
+        table(
+            &[
+                "command",
+                "pods",
+                "netwarden p50",
+                "netwarden p99",
+                "direct p50",
+                "direct p99",
+                "overhead p50",
+                "overhead p99",
+                "overhead p50 ÷ 5 ms",
+            ],
+            &rows
+        ),
+    )
+}

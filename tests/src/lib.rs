@@ -1,0 +1,2 @@
+//! Support shared by the end-to-end tests and the benchmarks of this crate.
+pub mod node;
