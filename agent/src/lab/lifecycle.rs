@@ -272,7 +272,10 @@ pub fn down(lab: &LabState) -> Result<(), LabError> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             problems.push(format!("{}: {e}", lab.pins().display()))
         }
-        _ => {}
+        // The shared parent goes when the last lab's pins do (fails while others run).
+        _ => {
+            let _ = std::fs::remove_dir(super::state::LABS_BPFFS_DIR);
+        }
     }
     let container_ids: BTreeSet<String> = lab.pods.iter().map(|p| p.container_id.clone()).collect();
     problems.extend(release_leftover_allocations(&container_ids));
