@@ -163,7 +163,7 @@ impl Events {
         while listed.len() < 5 {
             match self.next_ok().await {
                 ClusterEvent::Resynced(kind, objects) => {
-                    let mut names: Vec<String> = objects.iter().map(|o| key(o).name).collect();
+                    let mut names: Vec<String> = objects.iter().map(|o| o.key().name).collect();
                     names.sort();
                     listed.push((kind, names));
                 }
@@ -171,21 +171,6 @@ impl Events {
             }
         }
         listed
-    }
-}
-
-fn key(object: &Object) -> ObjectKey {
-    let (kind, meta) = match object {
-        Object::Pod(o) => (Kind::Pod, &o.metadata),
-        Object::Namespace(o) => (Kind::Namespace, &o.metadata),
-        Object::NetworkAttachmentDefinition(o) => (Kind::NetworkAttachmentDefinition, &o.metadata),
-        Object::MultiNetworkPolicy(o) => (Kind::MultiNetworkPolicy, &o.metadata),
-        Object::NetworkPolicy(o) => (Kind::NetworkPolicy, &o.metadata),
-    };
-    ObjectKey {
-        kind,
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap(),
     }
 }
 
@@ -242,7 +227,7 @@ async fn the_objects_read_are_complete_and_defaulted() {
     let find = |name: &str| {
         objects
             .iter()
-            .find(|o| key(o).name == name)
+            .find(|o| o.key().name == name)
             .unwrap()
             .clone()
     };
@@ -318,7 +303,7 @@ async fn edits_new_files_and_removed_files_become_events() {
         "more/staging.json",
         r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "staging"}}"#,
     );
-    assert_eq!(key(&applied(events.next_ok().await)).name, "staging");
+    assert_eq!(applied(events.next_ok().await).key().name, "staging");
 
     fs::remove_file(dir.path().join("nad.yaml")).unwrap();
     assert_eq!(

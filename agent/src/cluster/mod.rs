@@ -15,6 +15,8 @@ use k8s_openapi::api::{
     networking::v1::NetworkPolicy,
 };
 
+use kube::api::ObjectMeta;
+
 use crd::{v1beta2::MultiNetworkPolicy, NetworkAttachmentDefinition};
 
 /// The kinds of object netwarden reads.
@@ -36,6 +38,38 @@ pub enum Object {
     NetworkAttachmentDefinition(Box<NetworkAttachmentDefinition>),
     MultiNetworkPolicy(Box<MultiNetworkPolicy>),
     NetworkPolicy(Box<NetworkPolicy>),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Pod(_) => Kind::Pod,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::NetworkAttachmentDefinition(_) => Kind::NetworkAttachmentDefinition,
+            Object::MultiNetworkPolicy(_) => Kind::MultiNetworkPolicy,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Pod(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+            Object::NetworkAttachmentDefinition(o) => &o.metadata,
+            Object::MultiNetworkPolicy(o) => &o.metadata,
+            Object::NetworkPolicy(o) => &o.metadata,
+        }
+    }
+
+    /// The key naming this object (an object without a name has an empty one).
+    pub fn key(&self) -> ObjectKey {
+        let meta = self.metadata();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// Names one object: kind, namespace (None for cluster-scoped kinds) and name.

@@ -5,13 +5,13 @@
 use std::{fmt, future::Future, io, path::PathBuf, str::FromStr};
 
 use futures::stream::BoxStream;
-use k8s_openapi::{api::core::v1::Pod, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::api::core::v1::Pod;
 use netwarden_cni::status::{NetworkStatus, NETWORK_STATUS_ANNOTATION};
 
 use super::{
     kube_api::KubeSource,
     manifest_dir::{DirSource, ManifestError},
-    ClusterEvent, Kind, Object, ObjectKey,
+    ClusterEvent,
 };
 
 /// Where cluster state comes from and where network-status goes.
@@ -182,22 +182,6 @@ pub enum SourceError {
     },
     #[error("pod {pod}: no manifest under {} describes it", dir.display())]
     PodNotFound { pod: PodRef, dir: PathBuf },
-}
-
-/// The key naming `object`.
-pub(crate) fn key_of(object: &Object) -> ObjectKey {
-    let (kind, meta): (Kind, &ObjectMeta) = match object {
-        Object::Pod(o) => (Kind::Pod, &o.metadata),
-        Object::Namespace(o) => (Kind::Namespace, &o.metadata),
-        Object::NetworkAttachmentDefinition(o) => (Kind::NetworkAttachmentDefinition, &o.metadata),
-        Object::MultiNetworkPolicy(o) => (Kind::MultiNetworkPolicy, &o.metadata),
-        Object::NetworkPolicy(o) => (Kind::NetworkPolicy, &o.metadata),
-    };
-    ObjectKey {
-        kind,
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

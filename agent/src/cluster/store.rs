@@ -13,8 +13,8 @@ use netwarden_cni::NetworkRef;
 use tokio::sync::watch;
 
 use super::{
-    crd::NetworkAttachmentDefinition, source::key_of, source::PodRef, source::SourceError,
-    ClusterEvent, Kind, Object, ObjectKey,
+    crd::NetworkAttachmentDefinition, source::PodRef, source::SourceError, ClusterEvent, Kind,
+    Object, ObjectKey,
 };
 
 /// The objects of every kind, by key. Cloning shares the same store.
@@ -59,14 +59,14 @@ impl Store {
             let mut objects = self.objects.write().unwrap_or_else(|e| e.into_inner());
             match event {
                 ClusterEvent::Applied(object) => {
-                    objects.insert(key_of(&object), object);
+                    objects.insert(object.key(), object);
                 }
                 ClusterEvent::Deleted(key) => {
                     objects.remove(&key);
                 }
                 ClusterEvent::Resynced(kind, fresh) => {
                     objects.retain(|key, _| key.kind != kind);
-                    objects.extend(fresh.into_iter().map(|o| (key_of(&o), o)));
+                    objects.extend(fresh.into_iter().map(|o| (o.key(), o)));
                 }
             }
         }

@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 
 use kube::runtime::watcher::Event;
 
-use crate::cluster::{source::key_of, ClusterEvent, Kind, Object};
+use crate::cluster::{ClusterEvent, Kind, Object};
 
 /// Per-watcher state: the objects of a relist in progress.
 pub(super) struct Resync<K, F> {
@@ -40,7 +40,7 @@ impl<K, F: FnMut(K) -> Object> Resync<K, F> {
                 std::mem::take(&mut self.listing),
             )),
             Event::Apply(object) => Some(ClusterEvent::Applied((self.to_object)(object))),
-            Event::Delete(object) => Some(ClusterEvent::Deleted(key_of(&(self.to_object)(object)))),
+            Event::Delete(object) => Some(ClusterEvent::Deleted((self.to_object)(object).key())),
         }
     }
 }

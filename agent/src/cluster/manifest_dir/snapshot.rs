@@ -10,10 +10,7 @@ use super::{
     documents::documents,
     manifest::{self, Parsed},
 };
-use crate::cluster::{
-    source::{key_of, SourceError},
-    ClusterEvent, Kind, Object, ObjectKey,
-};
+use crate::cluster::{source::SourceError, ClusterEvent, Kind, Object, ObjectKey};
 
 /// An object and the document that describes it.
 #[derive(Debug, Clone)]
@@ -66,7 +63,7 @@ pub(super) fn load(root: &Path) -> (Snapshot, Vec<SourceError>) {
         for document in documents(&text) {
             match manifest::parse(&file, &document) {
                 Ok(Parsed::Object(object)) => {
-                    let key = key_of(&object);
+                    let key = object.key();
                     let located = Located {
                         object,
                         file: file.clone(),
