@@ -83,8 +83,12 @@ impl Datapath {
         };
         // Leftovers of an interrupted earlier write in the generation about to be filled.
         if !self.written.0.contains_key(&id) {
-            remove_peers(self.peers_map()?, |k| stale(k.endpoint, k.generation))?;
-            remove_ports(self.ports_map()?, |k| stale(k.endpoint, k.generation))?;
+            remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
+                stale(k.endpoint, k.generation)
+            })?;
+            remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
+                stale(k.endpoint, k.generation)
+            })?;
         }
         let mut peer_map = self.peers_map()?;
         let mut written_peers = Vec::with_capacity(tables.peers.len());
@@ -143,10 +147,10 @@ impl Datapath {
                 debug_assert_eq!(old.generation, old_generation);
             }
             _ => {
-                remove_peers(self.peers_map()?, |k| {
+                remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
                     k.endpoint == id && k.generation == old_generation
                 })?;
-                remove_ports(self.ports_map()?, |k| {
+                remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
                     k.endpoint == id && k.generation == old_generation
                 })?;
             }
@@ -189,8 +193,8 @@ impl Datapath {
         // First the config: from here on packets are dropped as not programmed.
         remove_ignoring_missing(self.endpoints_map()?.remove(endpoint), names::MAP_ENDPOINTS)?;
         self.written.0.remove(&id);
-        remove_peers(self.peers_map()?, |k| k.endpoint == id)?;
-        remove_ports(self.ports_map()?, |k| k.endpoint == id)?;
+        remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| k.endpoint == id)?;
+        remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| k.endpoint == id)?;
         remove_matching(
             self.addresses_map()?,
             names::MAP_ADDRESSES,
@@ -299,9 +303,11 @@ fn remove_ignoring_missing(
     }
 }
 
-fn remove_peers(
-    mut map: LpmTrie<&mut MapData, PeerKey, PeerValue>,
-    matches: impl Fn(&PeerKey) -> bool,
+/// LPM tries: every key `matches` selects is removed.
+fn remove_matching_prefixes<K: aya::Pod, V: aya::Pod>(
+    mut map: LpmTrie<&mut MapData, K, V>,
+    name: &'static str,
+    matches: impl Fn(&K) -> bool,
 ) -> Result<(), DatapathError> {
     let keys: Vec<_> = map
         .keys()
@@ -309,22 +315,7 @@ fn remove_peers(
         .filter(|k| matches(&k.data()))
         .collect();
     for key in keys {
-        remove_ignoring_missing(map.remove(&key), names::MAP_PEERS)?;
-    }
-    Ok(())
-}
-
-fn remove_ports(
-    mut map: LpmTrie<&mut MapData, PortKey, PortValue>,
-    matches: impl Fn(&PortKey) -> bool,
-) -> Result<(), DatapathError> {
-    let keys: Vec<_> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| matches(&k.data()))
-        .collect();
-    for key in keys {
-        remove_ignoring_missing(map.remove(&key), names::MAP_PORTS)?;
+        remove_ignoring_missing(map.remove(&key), name)?;
     }
     Ok(())
 }
