@@ -22,9 +22,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show a flow passing, dropped by the eBPF classifier in a network namespace, and
-    /// passing again (needs root).
-    Demo,
     /// A local lab: nodes and pods as network namespaces, real agents, real CNI.
     Lab(netwarden_agent::lab::cli::LabArgs),
     /// Run the node agent: attach socket for netwarden-cni, policy enforcement, metrics.
@@ -75,10 +72,6 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Demo => {
-            init_logs(LogFormat::Text);
-            netwarden_agent::lab::demo::run().await
-        }
         Command::Lab(args) => {
             init_logs(LogFormat::Text);
             let code = netwarden_agent::lab::cli::run(args)?;

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: set up the toolchain, build the eBPF object and the binaries, test,
 //! run the demo, run the benchmarks. Every command does its own setup first, so each works on a fresh machine.
 mod bench;
+mod demo;
 mod ebpf;
 mod run;
 mod setup;
@@ -27,7 +28,8 @@ enum Command {
     Build,
     /// fmt check, clippy -D warnings, unit tests, then the privileged tests (needs root).
     Test,
-    /// Run the demo: a flow passing, dropped by eBPF in a namespace, passing again (root).
+    /// Run the demo: the local lab on examples/quickstart, a policy applied, truth tables,
+    /// a deny event and an explain (root).
     Demo,
     /// Run a benchmark and write its figures under docs/bench/ (root; not part of `test`).
     Bench {
@@ -60,16 +62,7 @@ fn main() -> Result<()> {
             require_root("the demo creates network namespaces and loads eBPF programs")?;
             setup::run()?;
             ebpf::build(&root)?;
-            run::phase("build netwarden", || {
-                run::cargo(&root, &["build", "--release", "-p", "netwarden-agent"])
-            })?;
-            run::phase("demo", || {
-                run::command(
-                    &root,
-                    root.join("target/release/netwarden").as_os_str(),
-                    &["demo"],
-                )
-            })
+            demo::run(&root)
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The local lab: nodes and pods as network namespaces on one machine, joined by real
 //! links, running the real datapath.
 pub mod cli;
-pub mod demo;
 pub mod fabric;
 pub mod lifecycle;
 pub mod node_agent;
