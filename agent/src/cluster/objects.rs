@@ -112,18 +112,18 @@ pub type Labels = BTreeMap<String, String>;
 
 /// A label selector with full Kubernetes semantics. All requirements must hold; no
 /// requirement selects everything.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct LabelSelector {
     pub requirements: Vec<Requirement>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Requirement {
     pub key: String,
     pub operator: Operator,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Operator {
     In(BTreeSet<String>),
     /// Also matches objects without the key.
@@ -392,7 +392,7 @@ impl NamespaceView {
 }
 
 /// Which namespaces a pod peer looks in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NamespaceScope {
     /// The policy's own namespace (`podSelector` alone).
     Own,
@@ -401,7 +401,7 @@ pub enum NamespaceScope {
 }
 
 /// One item of a rule's `from`/`to`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Peer {
     Pods {
         namespaces: NamespaceScope,

@@ -6,7 +6,7 @@ use netwarden_cni::{InterfaceName, NetworkRef};
 
 use super::{
     explain::{self, Explanation, Flow},
-    resolve,
+    resolve::{self, PeerCache},
     state::{ClusterState, Touched},
     EndpointChange, EndpointId, EndpointTables,
 };
@@ -39,6 +39,9 @@ pub struct Engine {
     node: String,
     state: ClusterState,
     emitted: BTreeMap<Attachment, BTreeMap<InterfaceName, EndpointTables>>,
+    /// The pods on this node, by namespace: a policy's endpoints are among its
+    /// namespace's local pods, a few of the namespace's pods.
+    local_by_namespace: BTreeMap<String, BTreeSet<PodKey>>,
     /// [`WHOLESALE`]; tests lower it to exercise both paths on small clusters.
     wholesale_above: usize,
 }
@@ -49,6 +52,7 @@ impl Engine {
             node: config.node,
             state: ClusterState::new(config.standard_policy_networks),
             emitted: BTreeMap::new(),
+            local_by_namespace: BTreeMap::new(),
             wholesale_above: WHOLESALE,
         }
     }
@@ -63,6 +67,11 @@ impl Engine {
         let covered_before = self.state.covered_networks();
         let mut affected = BTreeSet::new();
         let touched = self.state.apply(event);
+        for touched in &touched {
+            if let Touched::Pod(old, new) = touched {
+                self.index_local(old.as_ref(), new.as_ref());
+            }
+        }
         if touched.len() > self.wholesale_above {
             // A resync touching many objects: recompiling every local endpoint costs less
             // than finding out which ones each object affects.
@@ -77,9 +86,15 @@ impl Engine {
         for network in covered_before.symmetric_difference(&self.state.covered_networks()) {
             self.local_on(network, None, &mut affected);
         }
-        affected
+        // Compile all first, over the same state, so that they share resolved peers.
+        let mut cache = PeerCache::default();
+        let compiled: Vec<_> = affected
+            .iter()
+            .map(|attachment| (attachment.clone(), self.compile(attachment, &mut cache)))
+            .collect();
+        compiled
             .into_iter()
-            .flat_map(|attachment| self.recompile(attachment))
+            .flat_map(|(attachment, now)| self.emit(attachment, now))
             .collect()
     }
 
@@ -118,16 +133,39 @@ impl Engine {
         explain::explain(&self.state, flow)
     }
 
+    fn index_local(&mut self, old: Option<&PodView>, new: Option<&PodView>) {
+        if let Some(old) = old {
+            let namespace = &old.key.namespace;
+            if let Some(keys) = self.local_by_namespace.get_mut(namespace) {
+                keys.remove(&old.key);
+                if keys.is_empty() {
+                    self.local_by_namespace.remove(namespace);
+                }
+            }
+        }
+        if let Some(new) = new.filter(|p| self.is_local(p)) {
+            self.local_by_namespace
+                .entry(new.key.namespace.clone())
+                .or_default()
+                .insert(new.key.clone());
+        }
+    }
+
     fn is_local(&self, pod: &PodView) -> bool {
         pod.node.as_deref() == Some(self.node.as_str())
     }
 
-    fn recompile(&mut self, attachment: Attachment) -> Vec<EndpointChange> {
-        let (key, network) = &attachment;
+    /// The tables `attachment`'s interfaces have now (none when it is not an endpoint).
+    fn compile<'a>(
+        &'a self,
+        attachment: &'a Attachment,
+        cache: &mut PeerCache<'a>,
+    ) -> BTreeMap<InterfaceName, EndpointTables> {
+        let (key, network) = attachment;
         let mut now = BTreeMap::new();
         if let Some(pod) = self.state.pods.get(key) {
             if self.is_local(pod) && self.state.is_covered(network) {
-                let (policy, provenance) = resolve::compile(&self.state, pod, network);
+                let (policy, provenance) = resolve::compile(&self.state, pod, network, cache);
                 for interface in pod.interfaces.iter().filter(|i| &i.network == network) {
                     let tables: &mut EndpointTables = now
                         .entry(interface.interface.clone())
@@ -140,6 +178,16 @@ impl Engine {
                 }
             }
         }
+        now
+    }
+
+    /// Records `attachment`'s new tables; returns the endpoints that changed.
+    fn emit(
+        &mut self,
+        attachment: Attachment,
+        now: BTreeMap<InterfaceName, EndpointTables>,
+    ) -> Vec<EndpointChange> {
+        let (key, network) = &attachment;
         let before = self.emitted.remove(&attachment).unwrap_or_default();
         let id = |interface: &InterfaceName| EndpointId {
             pod: key.clone(),
@@ -182,7 +230,7 @@ impl Engine {
                     let namespace = self.state.namespace(&pod.key.namespace);
                     for network in pod.interfaces.iter().map(|i| &i.network) {
                         for policy in self.policies_on(network) {
-                            if may_reference(policy, pod, &namespace) {
+                            if may_reference(policy, pod, &namespace, network) {
                                 self.local_on(network, Some(policy), affected);
                             }
                         }
@@ -197,11 +245,16 @@ impl Engine {
                         .unwrap_or_else(|| NamespaceView::unlabelled(name)),
                 ];
                 for policy in self.state.policies.values() {
+                    // Only the namespace's labels changed, not its pods: a selector that
+                    // matched it before and after still selects the same pods.
                     let selects_it = all_peers(policy).any(|peer| match peer {
                         Peer::Pods {
                             namespaces: NamespaceScope::Selected(selector),
                             ..
-                        } => labels.iter().any(|ns| selector.matches(&ns.labels)),
+                        } => {
+                            selector.matches(&labels[0].labels)
+                                != selector.matches(&labels[1].labels)
+                        }
                         _ => false,
                     });
                     if selects_it {
@@ -253,8 +306,7 @@ impl Engine {
     ) {
         let candidates: Box<dyn Iterator<Item = &PodKey>> = match policy {
             Some(p) => Box::new(
-                self.state
-                    .pods_by_namespace
+                self.local_by_namespace
                     .get(&p.key.namespace)
                     .into_iter()
                     .flatten(),
@@ -280,27 +332,45 @@ impl Engine {
     }
 }
 
-/// Whether `policy`'s rules may resolve differently because of `pod`.
-fn may_reference(policy: &PolicyView, pod: &PodView, namespace: &NamespaceView) -> bool {
-    // Egress named ports resolve against every destination pod the peers admit;
-    // ipBlocks and "any" admit pods by address, so any pod may count.
-    let named_egress = policy.egress.iter().any(|r| match &r.ports {
-        RulePorts::Listed(entries) => entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))),
-        RulePorts::Any => false,
-    });
-    if named_egress {
-        return true;
-    }
-    all_peers(policy).any(|peer| match peer {
-        Peer::Pods { namespaces, pods } => {
-            let in_scope = match namespaces {
-                NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
-                NamespaceScope::Selected(selector) => selector.matches(&namespace.labels),
-            };
-            in_scope && pods.matches(&pod.labels)
-        }
-        Peer::Block(_) => false,
-    })
+/// Whether `policy`'s rules on `network` may resolve differently because of `pod` (in
+/// `namespace`): some rule's peers admit it, where it counts. Selector peers contribute
+/// the addresses of the pods they select; ipBlocks and "any" contribute fixed addresses,
+/// except that egress named ports resolve against every destination pod they admit.
+fn may_reference(
+    policy: &PolicyView,
+    pod: &PodView,
+    namespace: &NamespaceView,
+    network: &NetworkRef,
+) -> bool {
+    [Direction::Ingress, Direction::Egress]
+        .into_iter()
+        .flat_map(|d| policy.rules(d).iter().map(move |r| (d, r)))
+        .any(|(direction, rule)| {
+            let named = direction == Direction::Egress
+                && matches!(&rule.ports, RulePorts::Listed(entries)
+                    if entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))));
+            match &rule.peers {
+                RulePeers::Any => named,
+                RulePeers::Listed(list) => list.iter().any(|peer| match peer {
+                    Peer::Pods { .. } => selects(policy, peer, pod, namespace),
+                    Peer::Block(block) => {
+                        named && pod.addresses_on(network).any(|a| block.contains(a))
+                    }
+                }),
+            }
+        })
+}
+
+/// Whether the selector `peer` of `policy` selects `pod` (in `namespace`).
+fn selects(policy: &PolicyView, peer: &Peer, pod: &PodView, namespace: &NamespaceView) -> bool {
+    let Peer::Pods { namespaces, pods } = peer else {
+        return false;
+    };
+    let in_scope = match namespaces {
+        NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
+        NamespaceScope::Selected(selector) => selector.matches(&namespace.labels),
+    };
+    in_scope && pods.matches(&pod.labels)
 }
 
 fn all_peers(policy: &PolicyView) -> impl Iterator<Item = &Peer> {

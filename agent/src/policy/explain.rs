@@ -83,7 +83,12 @@ pub(crate) fn explain(state: &ClusterState, flow: &Flow) -> Explanation {
             .get(peer)
             .map(|p| p.addresses_on(&flow.network).collect())
             .unwrap_or_default();
-        let (policy, provenance) = resolve::compile(state, pod, &flow.network);
+        let (policy, provenance) = resolve::compile(
+            state,
+            pod,
+            &flow.network,
+            &mut resolve::PeerCache::default(),
+        );
         let Isolation::Isolated(rules) = policy.direction(direction) else {
             return Verdict::NotIsolated;
         };

@@ -2,8 +2,9 @@
 //! isolate it, and what each of their rules allows once selectors, named ports and
 //! addresses are resolved against the cluster.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    rc::Rc,
 };
 
 use netwarden_cni::NetworkRef;
@@ -34,11 +35,53 @@ pub(crate) fn applicable<'a>(
         .filter(move |p| p.networks.contains(network) && p.pod_selector.matches(&pod.labels))
 }
 
+/// The host blocks of selector peers on a network, resolved once per batch of compiles
+/// over one unchanging state: the same peer (say `env: prod`) recurs across policies and
+/// endpoints, and resolving it walks every pod it may select. Keyed by the namespace an
+/// `Own`-scoped peer looks in (None for selected namespaces), the peer and the network.
+#[derive(Default)]
+pub(crate) struct PeerCache<'a> {
+    resolved: HashMap<PeerOnNetwork<'a>, Rc<Vec<PeerBlock>>>,
+}
+
+type PeerOnNetwork<'a> = (Option<&'a str>, &'a Peer, &'a NetworkRef);
+
+impl<'a> PeerCache<'a> {
+    fn hosts(
+        &mut self,
+        state: &'a ClusterState,
+        policy: &'a PolicyView,
+        peer: &'a Peer,
+        network: &'a NetworkRef,
+    ) -> Rc<Vec<PeerBlock>> {
+        let scope = match peer {
+            Peer::Pods {
+                namespaces: NamespaceScope::Own,
+                ..
+            } => Some(policy.key.namespace.as_str()),
+            _ => None,
+        };
+        self.resolved
+            .entry((scope, peer, network))
+            .or_insert_with(|| {
+                // Sorted, so that normalizing a rule's peers mostly merges sorted runs.
+                Rc::new(normalized(
+                    peer_pods(state, policy, peer)
+                        .flat_map(|pod| pod.addresses_on(network).collect::<Vec<_>>())
+                        .map(PeerBlock::host)
+                        .collect(),
+                ))
+            })
+            .clone()
+    }
+}
+
 /// `pod`'s tables on `network`, with the origin of every rule.
-pub(crate) fn compile(
-    state: &ClusterState,
-    pod: &PodView,
-    network: &NetworkRef,
+pub(crate) fn compile<'a>(
+    state: &'a ClusterState,
+    pod: &'a PodView,
+    network: &'a NetworkRef,
+    cache: &mut PeerCache<'a>,
 ) -> (EndpointPolicy, Provenance) {
     let mut policy = EndpointPolicy::default();
     let mut provenance = Provenance::default();
@@ -54,7 +97,7 @@ pub(crate) fn compile(
                     direction,
                     rule: rule.index,
                 };
-                for compiled in compile_rule(state, p, rule, direction, pod, network) {
+                for compiled in compile_rule(state, p, rule, direction, pod, network, cache) {
                     rules.push(compiled);
                     origins.push(origin.clone());
                 }
@@ -81,18 +124,19 @@ pub(crate) fn compile(
 
 /// One policy rule as datapath rules: one, or none when it can match nothing, or (egress
 /// with named ports) one per group of destination pods whose ports resolve alike.
-fn compile_rule(
-    state: &ClusterState,
-    policy: &PolicyView,
-    rule: &RuleView,
+fn compile_rule<'a>(
+    state: &'a ClusterState,
+    policy: &'a PolicyView,
+    rule: &'a RuleView,
     direction: Direction,
     pod: &PodView,
-    network: &NetworkRef,
+    network: &'a NetworkRef,
+    cache: &mut PeerCache<'a>,
 ) -> Vec<Rule> {
     let entries = match &rule.ports {
         RulePorts::Any => {
             return vec![Rule {
-                peers: peers(state, policy, &rule.peers, network),
+                peers: peers(state, policy, &rule.peers, network, cache),
                 ports: Ports::Any,
             }]
         }
@@ -119,7 +163,7 @@ fn compile_rule(
                 return Vec::new();
             }
             vec![Rule {
-                peers: peers(state, policy, &rule.peers, network),
+                peers: peers(state, policy, &rule.peers, network, cache),
                 ports: Ports::Matches(normalized(numbered)),
             }]
         }
@@ -127,7 +171,7 @@ fn compile_rule(
             let mut compiled = Vec::new();
             if !numbered.is_empty() {
                 compiled.push(Rule {
-                    peers: peers(state, policy, &rule.peers, network),
+                    peers: peers(state, policy, &rule.peers, network, cache),
                     ports: Ports::Matches(normalized(numbered)),
                 });
             }
@@ -233,11 +277,12 @@ fn numbered_port(entry: &PortEntry) -> Option<PortMatch> {
 }
 
 /// The addresses a rule's peers stand for on `network`.
-fn peers(
-    state: &ClusterState,
-    policy: &PolicyView,
-    rule_peers: &RulePeers,
-    network: &NetworkRef,
+fn peers<'a>(
+    state: &'a ClusterState,
+    policy: &'a PolicyView,
+    rule_peers: &'a RulePeers,
+    network: &'a NetworkRef,
+    cache: &mut PeerCache<'a>,
 ) -> Peers {
     let RulePeers::Listed(list) = rule_peers else {
         return Peers::Any;
@@ -246,11 +291,9 @@ fn peers(
     for peer in list {
         match peer {
             Peer::Block(block) => blocks.push(block.clone()),
-            Peer::Pods { .. } => blocks.extend(
-                peer_pods(state, policy, peer)
-                    .flat_map(|pod| pod.addresses_on(network).collect::<Vec<_>>())
-                    .map(PeerBlock::host),
-            ),
+            Peer::Pods { .. } => {
+                blocks.extend(cache.hosts(state, policy, peer, network).iter().cloned())
+            }
         }
     }
     Peers::Blocks(normalized(blocks))
