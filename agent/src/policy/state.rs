@@ -275,16 +275,5 @@ fn remove_indexed<K: Ord + Clone, V: Ord>(index: &mut BTreeMap<K, BTreeSet<V>>, 
 /// The key of an object as its metadata names it; None when it has no name at all (such
 /// an object cannot be tracked, changed or deleted).
 fn object_key(object: &Object) -> Option<ObjectKey> {
-    let (kind, meta) = match object {
-        Object::Pod(o) => (Kind::Pod, &o.metadata),
-        Object::Namespace(o) => (Kind::Namespace, &o.metadata),
-        Object::NetworkAttachmentDefinition(o) => (Kind::NetworkAttachmentDefinition, &o.metadata),
-        Object::MultiNetworkPolicy(o) => (Kind::MultiNetworkPolicy, &o.metadata),
-        Object::NetworkPolicy(o) => (Kind::NetworkPolicy, &o.metadata),
-    };
-    Some(ObjectKey {
-        kind,
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone()?,
-    })
+    object.metadata().name.as_ref().map(|_| object.key())
 }

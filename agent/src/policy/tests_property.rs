@@ -458,16 +458,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn kind_of(object: &Object) -> Kind {
-    match object {
-        Object::Pod(_) => Kind::Pod,
-        Object::Namespace(_) => Kind::Namespace,
-        Object::NetworkAttachmentDefinition(_) => Kind::NetworkAttachmentDefinition,
-        Object::MultiNetworkPolicy(_) => Kind::MultiNetworkPolicy,
-        Object::NetworkPolicy(_) => Kind::NetworkPolicy,
-    }
-}
-
 /// The key slot `index` has whether or not the object is present.
 fn slot_key(index: usize) -> ObjectKey {
     let (kind, name) = if index < NAMESPACES.len() {
@@ -487,21 +477,6 @@ fn slot_key(index: usize) -> ObjectKey {
         kind,
         namespace: None,
         name,
-    }
-}
-
-fn full_key(object: &Object) -> ObjectKey {
-    let meta = match object {
-        Object::Pod(o) => &o.metadata,
-        Object::Namespace(o) => &o.metadata,
-        Object::NetworkAttachmentDefinition(o) => &o.metadata,
-        Object::MultiNetworkPolicy(o) => &o.metadata,
-        Object::NetworkPolicy(o) => &o.metadata,
-    };
-    ObjectKey {
-        kind: kind_of(object),
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap(),
     }
 }
 
@@ -557,7 +532,7 @@ proptest! {
             let event = match step {
                 Step::Slot(slot, c) => match &clusters[c][slot] {
                     Some(object) => {
-                        current.insert(full_key(object), object.clone());
+                        current.insert(object.key(), object.clone());
                         ClusterEvent::Applied(object.clone())
                     }
                     None => {
@@ -573,8 +548,8 @@ proptest! {
                 },
                 Step::Resync(kind, c) => {
                     current.retain(|k, _| k.kind != kind);
-                    let objects: Vec<Object> = present(&clusters[c]).into_iter().filter(|o| kind_of(o) == kind).collect();
-                    current.extend(objects.iter().map(|o| (full_key(o), o.clone())));
+                    let objects: Vec<Object> = present(&clusters[c]).into_iter().filter(|o| o.kind() == kind).collect();
+                    current.extend(objects.iter().map(|o| (o.key(), o.clone())));
                     ClusterEvent::Resynced(kind, objects)
                 }
             };
