@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the local lab on the quickstart example. Brings it up, prints the
 //! net1 truth table, applies a policy, prints the table again with a deny event and an
-//! `explain` of it, and tears the lab down (also when a step fails).
+//! `explain` of it, deletes the policy, prints the table once more (everything passes
+//! again), and tears the lab down (also when a step fails).
 use std::{
     path::Path,
     process::{Command, Stdio},
@@ -93,6 +94,15 @@ fn steps(root: &Path, netwarden: &Path) -> Result<()> {
                 AGENT,
             ],
         ))
+    })?;
+    run::phase("delete the policy and probe net1 once more", || {
+        lab(
+            netwarden,
+            root,
+            &["delete", "-f", "examples/quickstart-policy.yaml"],
+        )?;
+        thread::sleep(Duration::from_secs(2));
+        lab(netwarden, root, &probe)
     })
 }
 
