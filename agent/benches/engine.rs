@@ -23,6 +23,10 @@ use netwarden_agent::{
     cluster::{ClusterEvent, Kind, Object},
     policy::{Engine, EngineConfig},
 };
+use proptest::{
+    prelude::Rng as _,
+    test_runner::{RngAlgorithm, TestRng},
+};
 use report::{human, table, Machine, Percentiles};
 use serde_json::{json, Value};
 
@@ -316,7 +320,7 @@ fn child(pods: usize, policies: usize) {
         ("namespace_labels", Cluster::change_namespace_labels),
         ("pod_addresses", Cluster::change_pod_addresses),
     ];
-    let mut rng = Rng(7);
+    let mut rng = Rng::seeded(7);
     for (kind, change) in kinds {
         let mut samples = Vec::new();
         let budget = Instant::now();
@@ -364,19 +368,16 @@ fn reset_peak_rss() {
 // ---------------------------------------------------------------------------------------
 // The synthetic cluster.
 
-/// splitmix64: deterministic, so every run benchmarks the same cluster.
-struct Rng(u64);
+/// A seeded generator (proptest's ChaCha): every run benchmarks the same cluster.
+struct Rng(TestRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn seeded(seed: u8) -> Self {
+        Self(TestRng::from_seed(RngAlgorithm::ChaCha, &[seed; 32]))
     }
+
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.0.next_u64() % n as u64) as usize
     }
     /// True with probability `percent` / 100.
     fn chance(&mut self, percent: usize) -> bool {
@@ -423,7 +424,7 @@ struct Cluster {
 
 impl Cluster {
     fn generate(pods: usize, policies: usize) -> Self {
-        let mut rng = Rng(42);
+        let mut rng = Rng::seeded(42);
         let namespaces = pods.div_ceil(PODS_PER_NAMESPACE);
         let nodes = pods.div_ceil(PODS_PER_NODE);
         let networks = |rng: &mut Rng| {
