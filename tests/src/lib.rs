@@ -1,2 +1,3 @@
 //! Support shared by the end-to-end tests and the benchmarks of this crate.
+pub mod hooks;
 pub mod node;

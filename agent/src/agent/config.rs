@@ -10,7 +10,7 @@ use std::{
 use netwarden_cni::{agent_link::DEFAULT_SOCKET, NetworkRef};
 use serde::Deserialize;
 
-use crate::cluster::source::ClusterSourceSpec;
+use crate::{cluster::source::ClusterSourceSpec, datapath::AttachMode};
 
 /// Every key is optional in the file, but `clusterNetwork` must be set by the file or
 /// `--cluster-network`.
@@ -49,6 +49,9 @@ pub struct AgentConfig {
     /// The bpffs directory the datapath pins its maps and links under.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
+    /// How the classifiers are hooked onto pod interfaces.
+    #[serde(default, deserialize_with = "attach_mode")]
+    pub attach_mode: AttachMode,
     /// Where `/metrics`, `/healthz`, `/readyz`, `/explain` and `/flows` are served.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
@@ -103,6 +106,10 @@ pub struct Overrides {
     /// The bpffs directory for pins.
     #[arg(long)]
     pub bpffs: Option<PathBuf>,
+    /// TCX, falling back to clsact + cls_bpf where the kernel refuses TCX (auto), or only
+    /// one of them.
+    #[arg(long, value_enum)]
+    pub attach_mode: Option<AttachMode>,
     /// Address of the HTTP endpoint (metrics, health, explain, flows).
     #[arg(long)]
     pub metrics_address: Option<SocketAddr>,
@@ -118,6 +125,9 @@ fn from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClusterSourceSpec,
     let text = String::deserialize(d)?;
     text.parse()
         .map_err(|e| serde::de::Error::custom(format!("cluster: {e}")))
+}
+fn attach_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AttachMode, D::Error> {
+    AttachMode::deserialize(d).map_err(|e| serde::de::Error::custom(format!("attachMode: {e}")))
 }
 fn network_refs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<NetworkRef>, D::Error> {
     Vec::<String>::deserialize(d)?
@@ -236,6 +246,7 @@ impl AgentConfig {
             standard_policy_networks,
             socket,
             bpffs,
+            attach_mode,
             metrics_address,
             cache_dir,
             log_format,
@@ -253,6 +264,7 @@ impl AgentConfig {
         );
         replace(&mut self.socket, socket);
         replace(&mut self.bpffs, bpffs);
+        replace(&mut self.attach_mode, attach_mode);
         replace(&mut self.metrics_address, metrics_address);
         replace(&mut self.cache_dir, cache_dir);
         replace(&mut self.log_format, log_format);
@@ -292,6 +304,7 @@ mod tests {
         assert_eq!(config.cache_dir, Path::new("/var/lib/netwarden/cache"));
         assert_eq!(config.cluster, ClusterSourceSpec::Kube);
         assert_eq!(config.max_concurrent, 8);
+        assert_eq!(config.attach_mode, AttachMode::Auto);
         assert!(!config.namespace_isolation);
         let error = parse("{}").unwrap_err().to_string();
         assert!(
@@ -308,10 +321,11 @@ mod tests {
             cluster_network: Some("/x.conflist".into()),
             standard_policy_networks: Some(vec!["default/macvlan-conf".parse().unwrap()]),
             log_format: Some(LogFormat::Json),
+            attach_mode: Some(AttachMode::Clsact),
             ..Overrides::default()
         };
         let config = AgentConfig::parse(
-            br#"{"node": "node-a", "cluster": "kube", "logFormat": "text"}"#,
+            br#"{"node": "node-a", "cluster": "kube", "logFormat": "text", "attachMode": "tcx"}"#,
             Path::new("agent.json"),
             overrides,
         )
@@ -320,6 +334,7 @@ mod tests {
         assert_eq!(config.cluster, ClusterSourceSpec::Dir("/lab".into()));
         assert_eq!(config.cluster_network, Path::new("/x.conflist"));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.attach_mode, AttachMode::Clsact);
         assert_eq!(
             config.standard_policy_networks,
             BTreeSet::from(["default/macvlan-conf".parse().unwrap()])
@@ -344,6 +359,7 @@ mod tests {
             (r#"{"clusterNetwork":"x","binDirs":[]}"#, "binDirs"),
             (r#"{"clusterNetwork":"x","sockett":"/x"}"#, "sockett"),
             (r#"{"clusterNetwork":"x","cluster":"etcd"}"#, "cluster"),
+            (r#"{"clusterNetwork":"x","attachMode":"xdp"}"#, "attachMode"),
             (
                 r#"{"clusterNetwork":"x","standardPolicyNetworks":["nons"]}"#,
                 "standardPolicyNetworks",

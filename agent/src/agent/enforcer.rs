@@ -12,9 +12,7 @@ use netwarden_cni::{
 use super::endpoints::{Desired, Endpoints};
 use crate::{
     cluster::{objects::PodKey, ClusterEvent, Kind, Object},
-    datapath::{
-        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointSettings, Hook,
-    },
+    datapath::{endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointSettings},
     policy::{EndpointChange, EndpointId, Engine, Explanation, Flow},
 };
 
@@ -131,10 +129,7 @@ impl Enforcer {
             let Ok(now) = endpoint_key(&local.target) else {
                 continue;
             };
-            let linked = [Hook::Ingress, Hook::Egress]
-                .iter()
-                .all(|hook| self.datapath.pins().link(&now, *hook).exists());
-            if local.key != Some(now) || !linked {
+            if local.key != Some(now) || !self.datapath.is_attached(&now) {
                 local.key = None;
             }
             match self.datapath.endpoint_config(&now) {

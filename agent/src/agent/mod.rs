@@ -87,7 +87,8 @@ impl AgentState {
 
 /// Runs the agent until the attach socket or the HTTP endpoint fails.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let datapath = Datapath::load_at(PinRoot::new(&config.bpffs))?;
+    let mut datapath = Datapath::load_at(PinRoot::new(&config.bpffs))?;
+    datapath.set_attach_mode(config.attach_mode);
     let verdicts = datapath.events()?;
     let endpoints = Endpoints::from_cache(&Cache::new(&config.cache_dir))?;
     let engine = Engine::new(EngineConfig {

@@ -32,6 +32,7 @@ impl Datapath {
             shared,
             instances: HashMap::new(),
             pins,
+            attach_mode: super::AttachMode::default(),
             written: WrittenIndex::default(),
             log_pump,
         })

@@ -2,11 +2,12 @@
 //! pod interfaces inside their network namespaces, and writes the tables they read.
 //!
 //! Everything lives under one bpffs directory ([`pins::PinRoot`]): maps, programs and the
-//! TCX links. A restarted agent adopts them, so enforcement never stops while it is down
-//! and nothing is attached twice. Table layouts and the per-packet algorithm are documented
+//! TCX links (or records of the cls_bpf filters). A restarted agent adopts them, so
+//! enforcement never stops while it is down and nothing is attached twice. Table layouts and the per-packet algorithm are documented
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
 pub mod bench;
+mod clsact;
 pub mod compile;
 mod counters;
 mod events;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use aya::Ebpf;
 use netwarden_cni::InterfaceName;
 
-pub use attach::endpoint_key;
+pub use attach::{endpoint_key, AttachMode};
 pub use counters::{DirectionCounters, EndpointCounters};
 pub use events::{DatapathEvent, Reason, Verdict, VerdictEvents};
 pub use netwarden_common::EndpointKey;
@@ -110,6 +111,7 @@ pub struct Datapath {
     shared: Ebpf,
     instances: std::collections::HashMap<EndpointKey, Ebpf>,
     pins: pins::PinRoot,
+    attach_mode: AttachMode,
     /// Table entries written per (endpoint id, generation), so a table swap deletes
     /// exactly the old generation without scanning the maps (rebuilt by a scan for
     /// endpoints programmed by an earlier process).
