@@ -115,22 +115,18 @@ fn switching_the_attach_mode_moves_the_hooks_without_doubling_them() -> anyhow::
     let pins = ScratchPinRoot::create("t-switch");
     let hooks = || hooked(&pods.server, pods.ifname.as_str());
 
-    datapath_process(&pods, &pins, AttachMode::Tcx, true);
-    assert_eq!(hooks(), Hooked::tcx());
-    datapath_process(&pods, &pins, AttachMode::Clsact, true);
-    assert_eq!(hooks(), Hooked::cls_bpf());
-    assert!(pods.client_reaches_server()?);
-    assert!(
-        !pods.server.ping(&client_address())?,
-        "the switch opened egress"
-    );
-    // Back to TCX: the clsact qdisc netwarden added goes with its filters.
-    datapath_process(&pods, &pins, AttachMode::Tcx, true);
-    assert_eq!(hooks(), Hooked::tcx());
-    assert!(pods.client_reaches_server()?);
-    assert!(
-        !pods.server.ping(&client_address())?,
-        "the switch opened egress"
-    );
+    // Back to TCX at the end: the clsact qdisc netwarden added goes with its filters.
+    let modes = [
+        (AttachMode::Tcx, Hooked::tcx()),
+        (AttachMode::Clsact, Hooked::cls_bpf()),
+        (AttachMode::Tcx, Hooked::tcx()),
+    ];
+    for (mode, expected) in modes {
+        datapath_process(&pods, &pins, mode, true);
+        assert_eq!(hooks(), expected, "after switching to {mode:?}");
+        assert!(pods.client_reaches_server()?, "{mode:?} closed ingress");
+        let opened = pods.server.ping(&client_address())?;
+        assert!(!opened, "{mode:?} opened egress");
+    }
     Ok(())
 }

@@ -18,8 +18,10 @@ use aya::{
 use netwarden_common::EndpointKey;
 
 use super::{
-    clsact, loader::classifier, pins::PinRoot, test_run::Hook, Datapath, DatapathError,
-    InterfaceTarget,
+    clsact::{self, Site},
+    loader::classifier,
+    test_run::Hook,
+    Datapath, DatapathError, InterfaceTarget,
 };
 use crate::netns;
 
@@ -59,14 +61,17 @@ impl Datapath {
         for hook in HOOKS {
             let mode = self.attach_mode;
             let program = classifier(self.instance(&endpoint)?, hook.program_name())?;
-            let ifname = target.ifname.as_str();
-            let used = netns::run_in(&target.netns, || {
-                attach_hook(program, ifname, &endpoint, hook, mode, &pins)
-            })?
-            .map_err(|reason| DatapathError::Attach {
-                target: target.clone(),
-                reason,
-            })?;
+            let site = Site {
+                ifname: target.ifname.as_str(),
+                endpoint: &endpoint,
+                hook,
+                pins: &pins,
+            };
+            let used = netns::run_in(&target.netns, || attach_hook(program, &site, mode))?
+                .map_err(|reason| DatapathError::Attach {
+                    target: target.clone(),
+                    reason,
+                })?;
             if mode == AttachMode::Auto && used == AttachMode::Clsact {
                 tracing::warn!(
                     "the kernel refuses TCX on {target}: attaching with clsact + cls_bpf from now on"
@@ -88,9 +93,14 @@ impl Datapath {
             let ifname = target.ifname.as_str();
             let pins = &self.pins;
             netns::run_in(&target.netns, || {
-                HOOKS
-                    .iter()
-                    .try_for_each(|hook| clsact::remove(ifname, &endpoint, *hook, pins))
+                HOOKS.into_iter().try_for_each(|hook| {
+                    clsact::remove(&Site {
+                        ifname,
+                        endpoint: &endpoint,
+                        hook,
+                        pins,
+                    })
+                })
             })?
             .map_err(|reason| DatapathError::Detach {
                 target: target.clone(),
@@ -182,16 +192,13 @@ fn netns_cookie() -> std::io::Result<u64> {
 /// removes the hook's attachment of the other kind (left by an agent in another mode).
 fn attach_hook(
     program: &mut SchedClassifier,
-    ifname: &str,
-    endpoint: &EndpointKey,
-    hook: Hook,
+    site: &Site<'_>,
     mode: AttachMode,
-    pins: &PinRoot,
 ) -> Result<AttachMode, String> {
-    let link_pin = pins.link(endpoint, hook);
+    let link_pin = site.pins.link(site.endpoint, site.hook);
     let used = match mode {
         AttachMode::Clsact => AttachMode::Clsact,
-        AttachMode::Tcx | AttachMode::Auto => match attach_tcx(program, ifname, hook, &link_pin) {
+        AttachMode::Tcx | AttachMode::Auto => match attach_tcx(program, site, &link_pin) {
             Ok(()) => AttachMode::Tcx,
             Err(e) if mode == AttachMode::Auto && refuses_tcx(&e) => AttachMode::Clsact,
             Err(e) if refuses_tcx(&e) => {
@@ -204,10 +211,10 @@ fn attach_hook(
         },
     };
     if used == AttachMode::Clsact {
-        clsact::attach(program, ifname, endpoint, hook, pins)?;
+        clsact::attach(program, site)?;
         unpin_link(&link_pin).map_err(|e| e.to_string())?;
-    } else if pins.filter(endpoint, hook).exists() {
-        clsact::remove(ifname, endpoint, hook, pins)?;
+    } else if site.pins.filter(site.endpoint, site.hook).exists() {
+        clsact::remove(site)?;
     }
     Ok(used)
 }
@@ -215,8 +222,7 @@ fn attach_hook(
 /// Adopts the hook's pinned TCX link, or creates and pins one.
 fn attach_tcx(
     program: &mut SchedClassifier,
-    ifname: &str,
-    hook: Hook,
+    site: &Site<'_>,
     link_pin: &Path,
 ) -> Result<(), ProgramError> {
     let failed = |e: &dyn std::fmt::Display| {
@@ -236,8 +242,8 @@ fn attach_tcx(
         }
     }
     let id = program.attach_with_options(
-        ifname,
-        hook.attach_type(),
+        site.ifname,
+        site.hook.attach_type(),
         TcAttachOptions::TcxOrder(LinkOrder::default()),
     )?;
     let link: FdLink = program

@@ -34,16 +34,24 @@ const PRIORITY: u16 = 1;
 /// Our filter's handle ("NW"), fixed so that a restarted agent finds the filter again.
 const HANDLE: TcHandle = TcHandle::new(0, 0x4e57);
 
-/// Runs `program` as `hook`'s filter on `ifname`: replaces the program of our filter when
-/// it is there (left by an earlier agent), adds the filter otherwise, adding the clsact
-/// qdisc first when the interface has none. Pins the program as the record of the filter.
-pub(super) fn attach(
-    program: &mut SchedClassifier,
-    ifname: &str,
-    endpoint: &EndpointKey,
-    hook: Hook,
-    pins: &PinRoot,
-) -> Result<(), String> {
+/// One hook of one interface, and where its records are pinned.
+pub(super) struct Site<'a> {
+    pub ifname: &'a str,
+    pub endpoint: &'a EndpointKey,
+    pub hook: Hook,
+    pub pins: &'a PinRoot,
+}
+
+/// Runs `program` as the site's filter: replaces the program of our filter when it is
+/// there (left by an earlier agent), adds the filter otherwise, adding the clsact qdisc
+/// first when the interface has none. Pins the program as the record of the filter.
+pub(super) fn attach(program: &mut SchedClassifier, site: &Site<'_>) -> Result<(), String> {
+    let Site {
+        ifname,
+        endpoint,
+        hook,
+        pins,
+    } = *site;
     let rtnl = Rtnl::open()?;
     add_qdisc(ifname, &pins.own_clsact(endpoint))?;
     let place = format!(
@@ -51,12 +59,7 @@ pub(super) fn attach(
         u32::from(HANDLE)
     );
     let attached = match rtnl.occupant(endpoint.ifindex, hook)? {
-        Occupant::Ours => {
-            let ours =
-                SchedClassifierLink::attached(ifname, hook.attach_type(), PRIORITY, HANDLE, None)
-                    .map_err(|e| format!("{place}: {e}"))?;
-            program.attach_to_link(ours)
-        }
+        Occupant::Ours => program.attach_to_link(our_filter(ifname, hook)?),
         Occupant::Nobody => program.attach_with_options(
             ifname,
             hook.attach_type(),
@@ -67,9 +70,8 @@ pub(super) fn attach(
             }),
         ),
         Occupant::Other(other) => {
-            return Err(format!(
-            "{place}: that place holds {other}, not netwarden's; remove it or use attachMode tcx"
-        ))
+            let fix = "remove it or use attachMode tcx";
+            return Err(format!("{place} holds {other}, not netwarden's: {fix}"));
         }
     };
     let id = attached.map_err(|e| format!("{place}: {}", with_causes(&e)))?;
@@ -82,31 +84,32 @@ pub(super) fn attach(
         .map_err(|e| format!("pin {}: {e}", record.display()))
 }
 
-/// Deletes our filter from `hook` and its record, then the clsact qdisc when netwarden
+/// Deletes our filter from the site and its record, then the clsact qdisc when netwarden
 /// added it and no filter is left on it (another tool's filters keep it).
-pub(super) fn remove(
-    ifname: &str,
-    endpoint: &EndpointKey,
-    hook: Hook,
-    pins: &PinRoot,
-) -> Result<(), String> {
+pub(super) fn remove(site: &Site<'_>) -> Result<(), String> {
+    let ifindex = site.endpoint.ifindex;
     let rtnl = Rtnl::open()?;
-    if let Occupant::Ours = rtnl.occupant(endpoint.ifindex, hook)? {
-        SchedClassifierLink::attached(ifname, hook.attach_type(), PRIORITY, HANDLE, None)
-            .map_err(|e| e.to_string())?
+    if let Occupant::Ours = rtnl.occupant(ifindex, site.hook)? {
+        our_filter(site.ifname, site.hook)?
             .detach()
-            .map_err(|e| format!("delete our filter on {hook:?}: {}", with_causes(&e)))?;
+            .map_err(|e| format!("delete our filter on {:?}: {}", site.hook, with_causes(&e)))?;
     }
-    remove_record(&pins.filter(endpoint, hook)).map_err(|e| e.to_string())?;
-    let own = pins.own_clsact(endpoint);
+    remove_record(&site.pins.filter(site.endpoint, site.hook)).map_err(|e| e.to_string())?;
+    let own = site.pins.own_clsact(site.endpoint);
     if own.exists()
-        && rtnl.filters(endpoint.ifindex, Hook::Ingress)?.is_empty()
-        && rtnl.filters(endpoint.ifindex, Hook::Egress)?.is_empty()
+        && rtnl.filters(ifindex, Hook::Ingress)?.is_empty()
+        && rtnl.filters(ifindex, Hook::Egress)?.is_empty()
     {
-        rtnl.delete_qdisc(endpoint.ifindex)?;
+        rtnl.delete_qdisc(ifindex)?;
         remove_record(&own).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// aya's handle to our filter on `hook` (whether or not it is there).
+fn our_filter(ifname: &str, hook: Hook) -> Result<SchedClassifierLink, String> {
+    SchedClassifierLink::attached(ifname, hook.attach_type(), PRIORITY, HANDLE, None)
+        .map_err(|e| format!("{ifname}: {e}"))
 }
 
 /// Adds the clsact qdisc unless the interface has one, and records in `own` that we did.
