@@ -1,7 +1,11 @@
 //! What is hooked onto an interface, as the kernel reports it (a TCX query and `tc`), not
 //! as the datapath's own records say: attach tests check against this.
 use aya::programs::{SchedClassifier, TcAttachType};
-use netwarden_agent::{datapath::InterfaceTarget, lab::topology::NetNamespace, netns};
+use netwarden_agent::{
+    datapath::{Hook, InterfaceTarget},
+    lab::topology::NetNamespace,
+    netns,
+};
 use serde_json::Value;
 
 /// The hooks of one interface, each pair (ingress, egress).
@@ -38,8 +42,8 @@ impl Hooked {
         Self {
             tcx: (0, 0),
             filters: (
-                vec!["bpf:netwarden_ingress".to_owned()],
-                vec!["bpf:netwarden_egress".to_owned()],
+                vec![format!("bpf:{}", Hook::Ingress.program_name())],
+                vec![format!("bpf:{}", Hook::Egress.program_name())],
             ),
             clsact: true,
         }
