@@ -139,56 +139,44 @@ mod tests {
         assert_eq!(discover(dir.path(), OsStr::new(OURS)).unwrap(), None);
     }
 
-    #[test]
-    fn an_unreadable_primary_is_an_error_naming_the_file_not_skipped() {
+    /// The error discovery gives in a directory holding `files`.
+    fn discovery_error(files: &[(&str, &str)]) -> String {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "10-half.conflist",
-            r#"{"cniVersion":"0.3.1","na"#,
-        );
-        write(
-            dir.path(),
-            "20-good.conf",
-            r#"{"cniVersion":"0.4.0","name":"good","type":"bridge"}"#,
-        );
-        let error = discover(dir.path(), OsStr::new(OURS))
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        discover(dir.path(), OsStr::new(OURS))
             .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("10-half.conflist") && error.contains("not valid JSON"),
-            "{error}"
-        );
+            .to_string()
     }
 
     #[test]
-    fn netwarden_itself_and_multus_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "05-loop.conf",
-            r#"{"cniVersion":"1.0.0","name":"x","type":"netwarden-cni"}"#,
+    fn unusable_primaries_are_errors_naming_the_file_never_skipped() {
+        let good = (
+            "20-good.conf",
+            r#"{"cniVersion":"0.4.0","name":"good","type":"bridge"}"#,
         );
-        let error = discover(dir.path(), OsStr::new(OURS))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("05-loop.conf") && error.contains("netwarden-cni itself"),
-            "{error}"
-        );
-        std::fs::remove_file(dir.path().join("05-loop.conf")).unwrap();
-        write(
-            dir.path(),
-            "00-multus.conf",
-            r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}"#,
-        );
-        let error = discover(dir.path(), OsStr::new(OURS))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("00-multus.conf") && error.contains("uninstall Multus"),
-            "{error}"
-        );
+        let cases = [
+            (
+                "10-half.conflist",
+                r#"{"cniVersion":"0.3.1","na"#,
+                "not valid JSON",
+            ),
+            (
+                "05-loop.conf",
+                r#"{"cniVersion":"1.0.0","name":"x","type":"netwarden-cni"}"#,
+                "netwarden-cni itself",
+            ),
+            (
+                "00-multus.conf",
+                r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim"}"#,
+                "uninstall Multus",
+            ),
+        ];
+        for (name, text, problem) in cases {
+            let error = discovery_error(&[(name, text), good]);
+            assert!(error.contains(name) && error.contains(problem), "{error}");
+        }
     }
 
     #[test]
