@@ -37,13 +37,13 @@ enum Command {
     },
     /// Copy `netwarden-cni` into the runtime's CNI plugin directory, atomically (the
     /// DaemonSet's init container).
-    InstallCni(netwarden_agent::install::cli::InstallCniArgs),
+    InstallCni(install::cli::InstallCniArgs),
     /// Write `00-netwarden.conflist` delegating to the cluster's primary CNI configuration,
     /// and keep it (and the agent's copy of the primary) current as the directory changes.
-    CniConfig(netwarden_agent::install::cli::CniConfigArgs),
+    CniConfig(install::cli::CniConfigArgs),
     /// Remove what `install-cni` and `cni-config` wrote (and, with --bpffs, the agent's
     /// pinned programs) from this node.
-    UninstallCni(netwarden_agent::install::cli::UninstallCniArgs),
+    UninstallCni(install::cli::UninstallCniArgs),
     /// Ask a running agent whether a flow is allowed, and which policy rule decides it.
     Explain {
         /// The sending pod, NAMESPACE/POD.
