@@ -383,7 +383,7 @@ fn containerd_runs_a_pod_sandbox_whose_networks_and_policy_netwarden_makes() {
         let plugin = plugin.unwrap();
         std::os::unix::fs::symlink(plugin.path(), bin_dir.join(plugin.file_name())).unwrap();
     }
-    let _cni_config = Process(
+    let cni_config = Process(
         Command::new(binary("netwarden"))
             .arg("cni-config")
             .arg("--config-dir")
@@ -574,7 +574,9 @@ fn containerd_runs_a_pod_sandbox_whose_networks_and_policy_netwarden_makes() {
         other.to_string()
     );
 
-    // Uninstall, with the agent stopped as the uninstall DaemonSet expects.
+    // Uninstall, with the agent and cni-config stopped (the netwarden DaemonSet deleted) as
+    // the uninstall DaemonSet expects: a running cni-config would write its file again.
+    drop(cni_config);
     lab.stop_agent();
     run(Command::new(binary("netwarden"))
         .arg("uninstall-cni")
