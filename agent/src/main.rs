@@ -2,11 +2,14 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use netwarden_agent::agent::{
-    self,
-    api::ExplainQuery,
-    client::{self, DEFAULT_AGENT},
-    AgentConfig, LogFormat, Overrides,
+use netwarden_agent::{
+    agent::{
+        self,
+        api::ExplainQuery,
+        client::{self, DEFAULT_AGENT},
+        AgentConfig, LogFormat, Overrides,
+    },
+    install,
 };
 
 #[derive(Parser)]
@@ -32,6 +35,15 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Copy `netwarden-cni` into the runtime's CNI plugin directory, atomically (the
+    /// DaemonSet's init container).
+    InstallCni(install::cli::InstallCniArgs),
+    /// Write `00-netwarden.conflist` delegating to the cluster's primary CNI configuration,
+    /// and keep it (and the agent's copy of the primary) current as the directory changes.
+    CniConfig(install::cli::CniConfigArgs),
+    /// Remove what `install-cni` and `cni-config` wrote (and, with --bpffs, the agent's
+    /// pinned programs) from this node.
+    UninstallCni(install::cli::UninstallCniArgs),
     /// Ask a running agent whether a flow is allowed, and which policy rule decides it.
     Explain {
         /// The sending pod, NAMESPACE/POD.
@@ -85,6 +97,12 @@ async fn main() -> anyhow::Result<()> {
             init_logs(config.log_format);
             Ok(agent::run(config).await?)
         }
+        Command::InstallCni(args) => Ok(install::cli::install_cni(&args)?),
+        Command::CniConfig(args) => {
+            init_logs(LogFormat::Text);
+            Ok(install::cli::cni_config(&args).await?)
+        }
+        Command::UninstallCni(args) => Ok(install::cli::uninstall_cni(&args)?),
         Command::Explain {
             from,
             to,
