@@ -1,2 +1,4 @@
 //! Support shared by the end-to-end tests and the benchmarks of this crate.
+pub mod lab;
 pub mod node;
+pub mod truth;

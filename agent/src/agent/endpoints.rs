@@ -247,7 +247,10 @@ mod tests {
             .unwrap();
 
         let with_eth0 = Endpoints::from_cache(&cache, true).unwrap();
-        let networks: Vec<String> = with_eth0.iter().map(|(id, _)| id.network.to_string()).collect();
+        let networks: Vec<String> = with_eth0
+            .iter()
+            .map(|(id, _)| id.network.to_string())
+            .collect();
         assert_eq!(networks, ["cluster-network", "dev/macvlan-conf"]);
 
         let endpoints = Endpoints::from_cache(&cache, false).unwrap();

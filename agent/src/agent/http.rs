@@ -156,7 +156,11 @@ mod tests {
         assert_eq!(flow.network.to_string(), "dev/macvlan-conf");
         assert_eq!((flow.protocol, flow.port), (Protocol::Tcp, 6379));
         let flow = flow_of(&query("dev/a", "dev/b", "", 80, "TCP")).unwrap();
-        assert_eq!(flow.network, cluster_network(), "no network: the cluster network");
+        assert_eq!(
+            flow.network,
+            cluster_network(),
+            "no network: the cluster network"
+        );
     }
 
     #[test]

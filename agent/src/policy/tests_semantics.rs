@@ -994,7 +994,12 @@ fn on_the_cluster_network_only_network_policy_applies_and_only_when_enabled() {
                    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
         ),
         // A MultiNetworkPolicy never reaches the cluster network: no policy-for can name it.
-        multi_policy("default", "deny-net1", Some("net1"), json!({"podSelector": {}})),
+        multi_policy(
+            "default",
+            "deny-net1",
+            Some("net1"),
+            json!({"podSelector": {}}),
+        ),
     ];
     let flow_on = |network: NetworkRef, from: (&str, &str)| Flow {
         network,
@@ -1007,7 +1012,9 @@ fn on_the_cluster_network_only_network_policy_applies_and_only_when_enabled() {
     for object in &objects {
         engine.apply(&ClusterEvent::Applied(object.clone()));
     }
-    assert!(engine.explain(&flow_on(cluster_network(), CLIENT)).allowed());
+    assert!(engine
+        .explain(&flow_on(cluster_network(), CLIENT))
+        .allowed());
     assert!(!engine.explain(&flow_on(cluster_network(), BARE)).allowed());
     assert!(
         !engine.explain(&flow_on(network(NET1), CLIENT)).allowed(),
@@ -1035,5 +1042,7 @@ fn on_the_cluster_network_only_network_policy_applies_and_only_when_enabled() {
 
     let off = engine_with(&[], &objects);
     assert!(off.explain(&flow_on(cluster_network(), BARE)).allowed());
-    assert!(off.endpoints().all(|(id, _)| id.network != cluster_network()));
+    assert!(off
+        .endpoints()
+        .all(|(id, _)| id.network != cluster_network()));
 }
