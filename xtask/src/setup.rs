@@ -18,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "sockperf",
     "bpftool",
     "iptables",
+    // `nft`: the agent keeps a sandbox's new interfaces closed while its ADD runs.
+    "nftables",
 ];
 /// Debian's Rust built on LLVM 22 with its library sources: builds the eBPF object where
 /// rustup has no nightly with rust-src (see shared/TOOLCHAIN.md).
