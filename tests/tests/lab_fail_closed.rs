@@ -200,7 +200,7 @@ fn a_new_pods_net1_passes_nothing_between_add_and_the_first_probe() {
     let net1 = Net::Nad(NAD);
     let denied = lab.probe(net1.probe_arg(), udp(80));
     for (peer, _) in PEERS {
-        assert_eq!(denied[peer][TARGET], false, "first probe, {peer} -> target");
+        assert!(!denied[peer][TARGET], "first probe, {peer} -> target");
     }
     let allow = dir.path().join("allow.yaml");
     std::fs::write(&allow, ALLOW_PEERS).expect("written");
