@@ -52,9 +52,10 @@ enum Command {
         /// The receiving pod, NAMESPACE/POD.
         #[arg(long)]
         to: String,
-        /// The NetworkAttachmentDefinition, NAMESPACE/NAD.
+        /// The NetworkAttachmentDefinition, NAMESPACE/NAD; the cluster network when
+        /// omitted.
         #[arg(long)]
-        network: String,
+        network: Option<String>,
         #[arg(long)]
         port: u16,
         /// TCP, UDP or SCTP.
@@ -115,16 +116,19 @@ async fn main() -> anyhow::Result<()> {
             let query = ExplainQuery {
                 from,
                 to,
-                network,
+                network: network.unwrap_or_default(),
                 port,
                 protocol,
             };
             let answer = client::explain(&agent, &query).await?;
+            let network = match query.network.as_str() {
+                "" => "the cluster network",
+                nad => nad,
+            };
             println!(
-                "{} -> {} on {} {}/{}: {}",
+                "{} -> {} on {network} {}/{}: {}",
                 query.from,
                 query.to,
-                query.network,
                 query.protocol.to_uppercase(),
                 query.port,
                 if answer.allowed { "ALLOWED" } else { "DENIED" }

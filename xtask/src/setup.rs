@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "runc",
     "busybox-static",
     "protobuf-compiler",
+    // `nft`: the agent keeps a sandbox's new interfaces closed while its ADD runs.
+    "nftables",
 ];
 /// Validates the manifests in deploy/ against the Kubernetes schemas, offline.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate";

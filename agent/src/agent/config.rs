@@ -10,7 +10,10 @@ use std::{
 use netwarden_cni::{agent_link::DEFAULT_SOCKET, NetworkRef};
 use serde::Deserialize;
 
-use crate::{cluster::source::ClusterSourceSpec, datapath::AttachMode};
+use crate::{
+    cluster::{objects::cluster_network, source::ClusterSourceSpec},
+    datapath::AttachMode,
+};
 
 /// Every key is optional in the file, but `clusterNetwork` must be set by the file or
 /// `--cluster-network`.
@@ -43,6 +46,10 @@ pub struct AgentConfig {
     /// NADs (`namespace/name`) on which networking.k8s.io/v1 NetworkPolicy applies too.
     #[serde(default, deserialize_with = "network_refs")]
     pub standard_policy_networks: BTreeSet<NetworkRef>,
+    /// Enforce networking.k8s.io/v1 NetworkPolicy on the cluster network (eth0) too; off
+    /// where the cluster's own CNI enforces it.
+    #[serde(default)]
+    pub cluster_network_policy: bool,
     /// Where config-less NADs are looked up by name.
     #[serde(default = "default_config_dir")]
     pub config_dir: PathBuf,
@@ -100,6 +107,9 @@ pub struct Overrides {
     /// Comma-separated NADs (`namespace/name`) NetworkPolicy applies to too.
     #[arg(long, value_delimiter = ',')]
     pub standard_policy_networks: Option<Vec<NetworkRef>>,
+    /// Enforce NetworkPolicy on the cluster network (eth0) too.
+    #[arg(long)]
+    pub cluster_network_policy: Option<bool>,
     /// The attach socket.
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -244,6 +254,7 @@ impl AgentConfig {
             namespace_isolation,
             global_namespaces,
             standard_policy_networks,
+            cluster_network_policy,
             socket,
             bpffs,
             attach_mode,
@@ -262,6 +273,7 @@ impl AgentConfig {
             &mut self.standard_policy_networks,
             standard_policy_networks.map(BTreeSet::from_iter),
         );
+        replace(&mut self.cluster_network_policy, cluster_network_policy);
         replace(&mut self.socket, socket);
         replace(&mut self.bpffs, bpffs);
         replace(&mut self.attach_mode, attach_mode);
@@ -276,6 +288,16 @@ impl AgentConfig {
 
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs_f64(self.reconcile_seconds)
+    }
+
+    /// The networks NetworkPolicy applies to, the cluster network among them when
+    /// `clusterNetworkPolicy` is on.
+    pub fn standard_policy_networks(&self) -> BTreeSet<NetworkRef> {
+        let mut networks = self.standard_policy_networks.clone();
+        if self.cluster_network_policy {
+            networks.insert(cluster_network());
+        }
+        networks
     }
 }
 
@@ -306,6 +328,8 @@ mod tests {
         assert_eq!(config.max_concurrent, 8);
         assert_eq!(config.attach_mode, AttachMode::Auto);
         assert!(!config.namespace_isolation);
+        assert!(!config.cluster_network_policy);
+        assert!(config.standard_policy_networks().is_empty());
         let error = parse("{}").unwrap_err().to_string();
         assert!(
             error.contains("agent.json") && error.contains("clusterNetwork"),
@@ -320,6 +344,7 @@ mod tests {
             cluster: Some("dir:/lab".parse().unwrap()),
             cluster_network: Some("/x.conflist".into()),
             standard_policy_networks: Some(vec!["default/macvlan-conf".parse().unwrap()]),
+            cluster_network_policy: Some(true),
             log_format: Some(LogFormat::Json),
             attach_mode: Some(AttachMode::Clsact),
             ..Overrides::default()
@@ -338,6 +363,10 @@ mod tests {
         assert_eq!(
             config.standard_policy_networks,
             BTreeSet::from(["default/macvlan-conf".parse().unwrap()])
+        );
+        assert_eq!(
+            config.standard_policy_networks(),
+            BTreeSet::from(["default/macvlan-conf".parse().unwrap(), cluster_network()])
         );
     }
 

@@ -66,9 +66,10 @@ impl Enforcer {
             .collect()
     }
 
-    /// Fail closed: attaches and programs every secondary interface of a sandbox whose
-    /// delegates succeeded, with the tables the engine computes for the pod once its
-    /// network-status is `statuses`. An error leaves the caller to roll back ([`release`]).
+    /// Fail closed: attaches and programs every interface of a sandbox whose delegates
+    /// succeeded (the secondary ones, and eth0 when the cluster network is enforced on),
+    /// with the tables the engine computes for the pod once its network-status is
+    /// `statuses`. An error leaves the caller to roll back ([`release`]).
     ///
     /// [`release`]: Self::release
     pub fn admit(

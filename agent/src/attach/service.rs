@@ -16,12 +16,12 @@ use netwarden_cni::{
     resolve::{DeviceAllocations, Isolation, NadSpec},
     sandbox::{self, SandboxError, SandboxSpec, PLUGIN_TIMEOUT},
     status::build_network_status,
-    NetworkRef,
+    InterfaceName, NetworkRef,
 };
 use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
-use super::error::AttachError;
+use super::{error::AttachError, guard::InboundGuard};
 use crate::{
     agent::{AgentConfig, AgentState},
     cluster::{
@@ -171,15 +171,24 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         };
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
+        // Fail closed from the first moment: nothing gets in before the classifiers judge.
+        let guard = self.close_inbound(&netns, &attachments).await?;
         let spec = SandboxSpec {
             container_id: container_id.clone(),
             netns: netns.clone(),
             args: request.args,
             cni_path: request.path,
         };
-        let record = self
+        let added = self
             .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
-            .await?;
+            .await;
+        let record = match added {
+            Ok(record) => record,
+            Err(error) => {
+                open_inbound(guard);
+                return Err(error);
+            }
+        };
         let entries = build_network_status(&record.attachments);
         // Fail closed: the runtime gets the interfaces only once they are enforced on.
         let current = self.store.pod(&pod_ref).unwrap_or(pod);
@@ -190,12 +199,18 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
                 .await
                 .admit(current, &container_id, netns.clone(), &entries);
         let published = match admitted {
-            Err(source) => Err(AttachError::Enforce(Box::new(source))),
-            Ok(()) => self
-                .source
-                .write_network_status(&pod_ref, &entries)
-                .await
-                .map_err(|source| AttachError::Status(Box::new(source))),
+            Err(source) => {
+                open_inbound(guard);
+                Err(AttachError::Enforce(Box::new(source)))
+            }
+            Ok(()) => match guard.map(InboundGuard::open).transpose() {
+                Err(error) => Err(AttachError::Guard(error)),
+                Ok(_) => self
+                    .source
+                    .write_network_status(&pod_ref, &entries)
+                    .await
+                    .map_err(|source| AttachError::Status(Box::new(source))),
+            },
         };
         if let Err(error) = published {
             let rolled_back = container_id.clone();
@@ -218,6 +233,25 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .as_ref()
             .expect("sandbox::add returns every result");
         Ok(result.to_value(version).to_string())
+    }
+
+    /// Closes the interfaces this ADD creates and enforces on (the secondary ones, and the
+    /// cluster network's when NetworkPolicy is enforced there) to inbound traffic.
+    async fn close_inbound(
+        &self,
+        netns: &std::path::Path,
+        attachments: &[AttachmentRecord],
+    ) -> Result<Option<InboundGuard>, AttachError> {
+        let interfaces: Vec<InterfaceName> = attachments
+            .iter()
+            .filter(|a| !a.is_default || self.config.cluster_network_policy)
+            .map(|a| a.ifname.clone())
+            .collect();
+        let netns = netns.to_owned();
+        tokio::task::spawn_blocking(move || InboundGuard::close(&netns, &interfaces))
+            .await
+            .map_err(|e| AttachError::Task(e.to_string()))?
+            .map_err(AttachError::Guard)
     }
 
     /// The pod's attachments, in order; planning is pure and quick, so it runs inline.
@@ -329,6 +363,13 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .await
             .map_err(|e| AttachError::Task(e.to_string()))?
             .map_err(AttachError::from)
+    }
+}
+
+/// Opens a guard on a failed ADD: whatever is left of the sandbox is rolled back anyway.
+fn open_inbound(guard: Option<InboundGuard>) {
+    if let Some(Err(problem)) = guard.map(InboundGuard::open) {
+        tracing::warn!("{problem}");
     }
 }
 
