@@ -16,15 +16,19 @@
 //! per test); each prints how long its phases took.
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
+    net::{IpAddr, UdpSocket},
     path::Path,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use netwarden_agent::lab::{
-    fabric::CLUSTER_SUBNET,
-    spec::{self, ContainerPort},
-    state::LabState,
+use netwarden_agent::{
+    lab::{
+        fabric::CLUSTER_SUBNET,
+        spec::{self, ContainerPort, PodName},
+        state::LabState,
+    },
+    netns::run_in,
 };
 use netwarden_tests::{
     lab::{example, RunningLab},
@@ -179,23 +183,7 @@ impl ModelLab {
             .into_iter()
             .flat_map(|net| step.ports.iter().map(move |port| (net, *port)))
             .collect();
-        let before = store_objects(&self.state);
-        self.change(&step.changes);
-        let after = store_objects(&self.state);
-        let tables: Vec<(Probe, Expected)> =
-            probes.iter().map(|p| (*p, expected(&after, *p))).collect();
-        assert!(
-            tables.iter().any(|(p, e)| expected(&before, *p) != *e),
-            "{label}: changes none of its tables, so it would prove nothing"
-        );
-        let caught_up = self.agents.wait_for(&tables, CATCH_UP).unwrap_or_else(|d| {
-            panic!(
-                "{label}: the agents still disagree with the reference after {CATCH_UP:?} \
-                 ({} flows), e.g. {:#?}",
-                d.len(),
-                &d[..d.len().min(5)]
-            )
-        });
+        let (tables, caught_up) = self.apply_and_wait(&label, &step.changes, &probes);
         let start_ms = now_ms();
         let probing = Instant::now();
         let probed: Vec<_> = std::thread::scope(|scope| {
@@ -229,6 +217,34 @@ impl ModelLab {
             self.group,
             probes.len()
         );
+    }
+
+    /// Makes `changes` and waits until both agents agree with the reference on every pair
+    /// of `probes`; returns those tables and how long the agents took.
+    fn apply_and_wait(
+        &self,
+        label: &str,
+        changes: &[Change],
+        probes: &[Probe],
+    ) -> (Vec<(Probe, Expected)>, Duration) {
+        let before = store_objects(&self.state);
+        self.change(changes);
+        let after = store_objects(&self.state);
+        let tables: Vec<(Probe, Expected)> =
+            probes.iter().map(|p| (*p, expected(&after, *p))).collect();
+        assert!(
+            tables.iter().any(|(p, e)| expected(&before, *p) != *e),
+            "{label}: changes none of its tables, so it would prove nothing"
+        );
+        let caught_up = self.agents.wait_for(&tables, CATCH_UP).unwrap_or_else(|d| {
+            panic!(
+                "{label}: the agents still disagree with the reference after {CATCH_UP:?} \
+                 ({} flows), e.g. {:#?}",
+                d.len(),
+                &d[..d.len().min(5)]
+            )
+        });
+        (tables, caught_up)
     }
 
     /// Deletes the case's policies and gives relabelled pods and namespaces their labels
@@ -768,4 +784,83 @@ fn ports_protocols_and_ip_blocks() {
             ),
         ]
     });
+}
+
+/// Sends datagrams from `source` to `target` port 80 until `stop`, each from a new socket
+/// (a new flow, judged by the policy, not passed as established); counts them in `sent`.
+fn new_flows(netns: &Path, source: IpAddr, target: IpAddr, stop: &AtomicBool, sent: &AtomicU64) {
+    run_in(netns, || {
+        while !stop.load(Ordering::Relaxed) {
+            let socket = UdpSocket::bind((source, 0)).expect("bind in the sender");
+            if socket.send_to(b"flow", (target, 80)).is_ok() {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            // Thousands a second, and CPU left for the agents and the other labs.
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    })
+    .expect("the sender's namespace exists");
+}
+
+/// The suspected transient of the demo, looked for directly: while new flows from y/b to
+/// x/a (allowed throughout) stream without pause on both networks, x/a's tables are
+/// rewritten again and again (x/c's label flips in and out of the rule); no datagram of
+/// y/b's may be denied, during the rewrites or between them.
+#[test]
+fn allowed_flows_see_no_deny_while_their_tables_are_rewritten() {
+    let started = Instant::now();
+    let lab = ModelLab::up("rewrites");
+    let addresses = lab.addresses();
+    let probes: Vec<Probe> = NETWORKS.into_iter().map(|net| (net, udp(80))).collect();
+    let from_b = json!({"podSelector": pods(json!({"pod": "a"})), "ingress": [{"from":
+        [{"namespaceSelector": {}, "podSelector": pods(json!({"pod": "b"}))}]}]});
+    lab.apply_and_wait(
+        "x/a admits pod=b",
+        &[Change::Policy("x", "p", from_b)],
+        &probes,
+    );
+    let flows = FlowLog::start(&lab.state);
+    let sender: PodName = "y/b".parse().expect("a pod name");
+    let netns = Path::new("/run/netns").join(&lab.state.pod(&sender).expect("y/b").netns);
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
+    let start_ms = now_ms();
+    let rewrites = 20;
+    std::thread::scope(|scope| {
+        for net in NETWORKS {
+            let (source, target) = (addresses[&net]["y/b"], addresses[&net]["x/a"]);
+            let (netns, stop, sent) = (&netns, &stop, &sent);
+            scope.spawn(move || new_flows(netns, source, target, stop, sent));
+        }
+        for i in 0..rewrites {
+            let pod = if i % 2 == 0 { "b" } else { "c" };
+            lab.apply_and_wait(
+                "x/c flips",
+                &[Change::PodLabels("x/c", json!({"pod": pod}))],
+                &probes,
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let end_ms = now_ms();
+    let records = flows.finish();
+    let y_b: Vec<IpAddr> = NETWORKS.iter().map(|net| addresses[net]["y/b"]).collect();
+    let denied: Vec<String> = records
+        .iter()
+        .filter(|r| r.verdict == "deny" && r.src.is_some_and(|a| y_b.contains(&a)))
+        .filter(|r| (start_ms..=end_ms).contains(&r.time_ms))
+        .map(|r| r.line())
+        .collect();
+    let sent = sent.into_inner();
+    println!(
+        "[rewrites] {sent} new flows from y/b during {rewrites} rewrites of x/a's tables, \
+         {} denied, in {:.1?}",
+        denied.len(),
+        started.elapsed()
+    );
+    assert!(sent > 1000, "the flows ran ({sent})");
+    assert!(
+        denied.is_empty(),
+        "allowed flows denied:\n{}",
+        denied.join("\n")
+    );
 }
