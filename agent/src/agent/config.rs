@@ -59,6 +59,10 @@ pub struct AgentConfig {
     /// How the classifiers are hooked onto pod interfaces.
     #[serde(default, deserialize_with = "attach_mode")]
     pub attach_mode: AttachMode,
+    /// Classifier instances the datapath keeps loaded and verified ahead of time, so an
+    /// ADD attaches without loading any (0: load on each attach).
+    #[serde(default = "default_datapath_pool_size")]
+    pub datapath_pool_size: usize,
     /// Where `/metrics`, `/healthz`, `/readyz`, `/explain` and `/flows` are served.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
@@ -165,6 +169,9 @@ fn default_config_dir() -> PathBuf {
 }
 fn default_bpffs() -> PathBuf {
     "/sys/fs/bpf/netwarden".into()
+}
+fn default_datapath_pool_size() -> usize {
+    crate::datapath::DatapathOptions::default().pool_size
 }
 fn default_metrics_address() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9465))

@@ -34,7 +34,7 @@ use crate::{
         store::Store,
         ClusterEvent, Kind,
     },
-    datapath::{pins::PinRoot, Datapath, DatapathError, VerdictEvents},
+    datapath::{pins::PinRoot, Datapath, DatapathError, DatapathOptions, VerdictEvents},
     policy::{Engine, EngineConfig},
 };
 use api::FlowRecord;
@@ -87,7 +87,12 @@ impl AgentState {
 
 /// Runs the agent until the attach socket or the HTTP endpoint fails.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let mut datapath = Datapath::load_at(PinRoot::new(&config.bpffs))?;
+    let mut datapath = Datapath::load_with(
+        PinRoot::new(&config.bpffs),
+        DatapathOptions {
+            pool_size: config.datapath_pool_size,
+        },
+    )?;
     datapath.set_attach_mode(config.attach_mode);
     let verdicts = datapath.events()?;
     let endpoints = Endpoints::from_cache(

@@ -42,7 +42,7 @@ pub fn report(endpoint: u32, direction: u8, verdict: u8, reason: u8, packet: &Pa
         reason,
         protocol: packet.protocol,
         family: packet.family,
-        _pad: [0; 3],
+        _pad: [0, 0, 0],
         src: packet.src,
         dst: packet.dst,
         src_port: packet.src_port,

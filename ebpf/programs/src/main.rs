@@ -22,6 +22,8 @@ mod maps;
 mod parse;
 mod policy;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_ktime_get_coarse_ns,
@@ -63,20 +65,22 @@ pub fn netwarden_passthrough(_ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn judge(ctx: &TcContext, dir: u8) -> i32 {
-    let mut packet = Packet::empty(Kind::NotIp);
+    let mut packet = MaybeUninit::uninit();
     parse::parse(ctx, &mut packet);
+    // SAFETY: `parse` writes the packet on every path.
+    let packet = unsafe { packet.assume_init_ref() };
     let Some(config) = endpoint() else {
-        events::report(0, dir, verdict::DENY, reason::NOT_PROGRAMMED, &packet);
+        events::report(0, dir, verdict::DENY, reason::NOT_PROGRAMMED, packet);
         return TC_ACT_SHOT as i32;
     };
-    let (v, why) = verdict_of(ctx, &config, dir, &packet);
+    let (v, why) = verdict_of(ctx, &config, dir, packet);
     events::count(config.id, dir, v, ctx.len());
     // Allowed new flows only: RULE, or NOT_ISOLATED on a parsed IP packet (ARP, NDP and
     // unparseable packets on an open direction start no flow).
     let new_flow = why == reason::RULE || (why == reason::NOT_ISOLATED && packet.kind == Kind::Ip);
     let report_allow = config.flags & endpoint_flags::REPORT_ALLOWS != 0 && new_flow;
     if v == verdict::DENY || report_allow {
-        events::report(config.id, dir, v, why, &packet);
+        events::report(config.id, dir, v, why, packet);
     }
     if v == verdict::DENY {
         TC_ACT_SHOT as i32

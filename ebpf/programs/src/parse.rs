@@ -11,6 +11,8 @@
 //!
 //! Lengths are checked against the IP header's own length fields, not only the frame, so
 //! trailing padding is never parsed as a header.
+use core::mem::MaybeUninit;
+
 use aya_ebpf::programs::TcContext;
 use netwarden_common::Addr;
 
@@ -51,6 +53,7 @@ pub enum Kind {
 
 /// A parsed packet. Ports are host order; for ICMP they carry type and code.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Packet {
     pub kind: Kind,
     /// 4 or 6; 0 when not IP.
@@ -92,19 +95,21 @@ impl Packet {
 /// The parsed frame. A function of its own (a BPF-to-BPF call): its reads and the
 /// packet it builds take stack the classifier's frame could not also hold.
 #[inline(never)]
-pub fn parse(ctx: &TcContext, packet: &mut Packet) {
+pub fn parse(ctx: &TcContext, packet: &mut MaybeUninit<Packet>) {
     if !parse_linear(ctx, packet) {
-        parse_general(ctx, packet);
+        parse_general(ctx, packet.write(Packet::empty(Kind::NotIp)));
     }
 }
 
-/// The usual packet straight from the linear data, or `None` for anything else (which
-/// [`parse_general`] judges, with the same checks on the same bytes): IPv4 with a 20-byte
-/// header and not a later fragment, or IPv6 whose next header is the transport, carrying
-/// TCP or UDP whose header fits the IP packet. Offsets are constants (per family), so each
-/// bounds check covers the reads after it for the verifier.
+/// The usual packet straight from the linear data, written whole into `out`; `false`
+/// (nothing written) for anything else, which [`parse_general`] judges with the same
+/// checks on the same bytes: IPv4 with a 20-byte header and not a later fragment, or IPv6
+/// whose next header is the transport, carrying TCP or UDP whose header fits the IP
+/// packet. Offsets are constants (per family), so each bounds check covers the reads after
+/// it for the verifier. Nothing here is zero-filled: LLVM's BPF backend makes a zeroed
+/// array a call to a byte-at-a-time `memset`, which cost more than the rest of the parse.
 #[inline(always)]
-fn parse_linear(ctx: &TcContext, packet: &mut Packet) -> bool {
+fn parse_linear(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> bool {
     let start = ctx.data();
     // The largest network header this path reads: IPv6's fixed 40 bytes.
     if start + ETH_HLEN + 40 > ctx.data_end() {
@@ -113,8 +118,7 @@ fn parse_linear(ctx: &TcContext, packet: &mut Packet) -> bool {
     // SAFETY: inside the linear data, checked just above (offsets below ETH_HLEN + 40).
     let byte = |offset: usize| unsafe { *((start + offset) as *const u8) };
     let be16 = |offset: usize| u16::from_be_bytes([byte(offset), byte(offset + 1)]);
-    *packet = Packet::empty(Kind::Ip);
-    match be16(12) {
+    let (family, protocol, src, dst, transport) = match be16(12) {
         ETH_P_IP => {
             let total = be16(ETH_HLEN + 2) as usize;
             let fragment_offset = be16(ETH_HLEN + 6) & 0x1fff;
@@ -125,90 +129,108 @@ fn parse_linear(ctx: &TcContext, packet: &mut Packet) -> bool {
             {
                 return false;
             }
-            packet.family = 4;
-            packet.protocol = byte(ETH_HLEN + 9);
-            let mut i = 0;
-            while i < 4 {
-                packet.src[12 + i] = byte(ETH_HLEN + 12 + i);
-                packet.dst[12 + i] = byte(ETH_HLEN + 16 + i);
-                i += 1;
-            }
-            packet.src[10] = 0xff;
-            packet.src[11] = 0xff;
-            packet.dst[10] = 0xff;
-            packet.dst[11] = 0xff;
-            transport_linear::<{ ETH_HLEN + 20 }>(ctx, packet, ETH_HLEN + total)
+            let v4 = |offset: usize| {
+                v4_mapped([
+                    byte(offset),
+                    byte(offset + 1),
+                    byte(offset + 2),
+                    byte(offset + 3),
+                ])
+            };
+            let protocol = byte(ETH_HLEN + 9);
+            (
+                4,
+                protocol,
+                v4(ETH_HLEN + 12),
+                v4(ETH_HLEN + 16),
+                transport_linear::<{ ETH_HLEN + 20 }>(ctx, protocol, ETH_HLEN + total),
+            )
         }
         ETH_P_IPV6 => {
             let ip_end = ETH_HLEN + 40 + be16(ETH_HLEN + 4) as usize;
             if byte(ETH_HLEN) >> 4 != 6 || ip_end > ctx.len() as usize {
                 return false;
             }
-            packet.family = 6;
-            packet.protocol = byte(ETH_HLEN + 6);
-            let mut i = 0;
-            while i < 16 {
-                packet.src[i] = byte(ETH_HLEN + 8 + i);
-                packet.dst[i] = byte(ETH_HLEN + 24 + i);
-                i += 1;
-            }
-            transport_linear::<{ ETH_HLEN + 40 }>(ctx, packet, ip_end)
+            let protocol = byte(ETH_HLEN + 6);
+            (
+                6,
+                protocol,
+                core::array::from_fn(|i| byte(ETH_HLEN + 8 + i)),
+                core::array::from_fn(|i| byte(ETH_HLEN + 24 + i)),
+                transport_linear::<{ ETH_HLEN + 40 }>(ctx, protocol, ip_end),
+            )
         }
-        _ => false,
-    }
+        _ => return false,
+    };
+    let Some((src_port, dst_port, control)) = transport else {
+        return false;
+    };
+    out.write(Packet {
+        kind: Kind::Ip,
+        family,
+        protocol,
+        src,
+        dst,
+        src_port,
+        dst_port,
+        portless: false,
+        echo: false,
+        echo_id: 0,
+        control,
+    });
+    true
 }
 
-/// TCP or UDP at `OFFSET` for [`parse_linear`]; the IP packet ends at `ip_end`.
+/// TCP or UDP at `OFFSET` for [`parse_linear`], the IP packet ending at `ip_end`: source
+/// port, destination port, TCP flags.
 #[inline(always)]
 fn transport_linear<const OFFSET: usize>(
     ctx: &TcContext,
-    packet: &mut Packet,
+    protocol: u8,
     ip_end: usize,
-) -> bool {
+) -> Option<(u16, u16, u8)> {
     // Bytes the general parser requires of the header (the ports and TCP's flags, at
     // offset 13, are within them).
-    let needed = match packet.protocol {
+    let needed = match protocol {
         IPPROTO_TCP => 20,
         IPPROTO_UDP => 8,
-        _ => return false,
+        _ => return None,
     };
     if OFFSET + needed > ip_end {
-        return false;
+        return None;
     }
     let start = ctx.data();
     // 14 bytes for both, so the check is one constant: a UDP header closer than that to
     // the end of the linear data takes the general path.
     if start + OFFSET + 14 > ctx.data_end() {
-        return false;
+        return None;
     }
     // SAFETY: inside the linear data, checked just above.
     let at = |i: usize| unsafe { *((start + OFFSET + i) as *const u8) };
-    packet.src_port = u16::from_be_bytes([at(0), at(1)]);
-    packet.dst_port = u16::from_be_bytes([at(2), at(3)]);
-    packet.portless = false;
-    if packet.protocol == IPPROTO_TCP {
-        packet.control = at(13);
-    }
-    true
+    let control = if protocol == IPPROTO_TCP { at(13) } else { 0 };
+    Some((
+        u16::from_be_bytes([at(0), at(1)]),
+        u16::from_be_bytes([at(2), at(3)]),
+        control,
+    ))
 }
 
 #[inline(always)]
 fn parse_general(ctx: &TcContext, packet: &mut Packet) {
     let Ok(ether_type) = ctx.load::<[u8; 2]>(12) else {
-        *packet = Packet::empty(Kind::NotIp);
         return;
     };
     match u16::from_be_bytes(ether_type) {
         ETH_P_IP => parse_ipv4(ctx, packet),
         ETH_P_IPV6 => parse_ipv6(ctx, packet),
-        ETH_P_ARP => *packet = Packet::empty(Kind::Addressing),
-        _ => *packet = Packet::empty(Kind::NotIp),
+        ETH_P_ARP => packet.kind = Kind::Addressing,
+        _ => {}
     }
 }
 
 #[inline(always)]
 fn parse_ipv4(ctx: &TcContext, packet: &mut Packet) {
-    *packet = Packet::empty(Kind::BadNetwork);
+    packet.kind = Kind::BadNetwork;
     // version/IHL, TOS, total length, id, flags/fragment offset, TTL, protocol, checksum,
     // source, destination: the fixed 20 bytes.
     let Ok(header) = ctx.load::<[u8; 20]>(ETH_HLEN) else {
@@ -234,7 +256,7 @@ fn parse_ipv4(ctx: &TcContext, packet: &mut Packet) {
 
 #[inline(always)]
 fn parse_ipv6(ctx: &TcContext, packet: &mut Packet) {
-    *packet = Packet::empty(Kind::BadNetwork);
+    packet.kind = Kind::BadNetwork;
     let Ok(header) = ctx.load::<[u8; 40]>(ETH_HLEN) else {
         return;
     };
@@ -366,11 +388,13 @@ fn parse_transport(ctx: &TcContext, packet: &mut Packet, offset: usize, end: usi
     packet.kind = Kind::Ip;
 }
 
+/// `::ffff:a.b.c.d`, built from two words: as sixteen bytes, LLVM would zero the first
+/// ten with a call to `memset` (see [`parse_linear`]).
 #[inline(always)]
-const fn v4_mapped(v4: [u8; 4]) -> Addr {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+fn v4_mapped(v4: [u8; 4]) -> Addr {
+    let low = u64::from_be_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]);
+    // SAFETY: two u64s are sixteen bytes, any bit pattern is a valid [u8; 16].
+    unsafe { core::mem::transmute::<[u64; 2], Addr>([0, low.to_be()]) }
 }
 
 /// IPv6 sources anti-spoofing exempts: `::` (DAD) and link-local `fe80::/10`, which
