@@ -21,7 +21,10 @@ use netwarden_cni::{
 use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
-use super::error::AttachError;
+use super::{
+    error::AttachError,
+    stages::{Stage, Stopwatch},
+};
 use crate::{
     agent::{AgentConfig, AgentState},
     cluster::{
@@ -51,6 +54,10 @@ pub struct AttachService<S> {
 impl<S> AttachService<S> {
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    pub fn agent(&self) -> &AgentState {
+        &self.agent
     }
 }
 
@@ -103,10 +110,17 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
                 let _sandbox = self.lock(&id).await;
                 let netns = request.netns;
                 let deleting = id.clone();
+                let mut watch = Stopwatch::start(&self.agent.metrics, Command::Del);
                 self.blocking(move |s| sandbox::del(&s.runner, &s.cache, &deleting, netns))
                     .await?;
+                watch.lap(Stage::Delegates);
                 // The interfaces are gone: their links and table entries go too.
-                for problem in self.agent.enforcer.lock().await.release(&id) {
+                let mut enforcer = self.agent.enforcer.lock().await;
+                watch.lap(Stage::EnforcerLock);
+                let problems = enforcer.release(&id);
+                drop(enforcer);
+                watch.lap(Stage::Datapath);
+                for problem in problems {
                     tracing::warn!("DEL {id}: {problem}");
                 }
                 Ok(None)
@@ -133,11 +147,15 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             namespace: identity.namespace,
             name: identity.name,
         };
+        let mut watch = Stopwatch::start(&self.agent.metrics, Command::Add);
         let pod = self
             .store
             .wait_for_pod(&pod_ref, &identity.uid, self.config.pod_wait())
             .await?;
-        let added = self.add_pod(request, version, pod_ref, pod.clone()).await;
+        watch.lap(Stage::Pod);
+        let added = self
+            .add_pod(request, version, pod_ref, pod.clone(), &mut watch)
+            .await;
         if let Err(error) = &added {
             if let Err(problem) = self
                 .source
@@ -157,6 +175,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         version: Version,
         pod_ref: PodRef,
         pod: Pod,
+        watch: &mut Stopwatch<'_>,
     ) -> Result<String, AttachError> {
         let (Some(container_id), Some(netns), Some(ifname)) =
             (request.container_id, request.netns, request.ifname)
@@ -171,6 +190,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         };
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
+        watch.lap(Stage::Plan);
         let spec = SandboxSpec {
             container_id: container_id.clone(),
             netns: netns.clone(),
@@ -180,22 +200,24 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let record = self
             .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
             .await?;
+        watch.lap(Stage::Delegates);
         let entries = build_network_status(&record.attachments);
         // Fail closed: the runtime gets the interfaces only once they are enforced on.
         let current = self.store.pod(&pod_ref).unwrap_or(pod);
-        let admitted =
-            self.agent
-                .enforcer
-                .lock()
-                .await
-                .admit(current, &container_id, netns.clone(), &entries);
+        let mut enforcer = self.agent.enforcer.lock().await;
+        watch.lap(Stage::EnforcerLock);
+        let before = enforcer.datapath_time();
+        let admitted = enforcer.admit(current, &container_id, netns.clone(), &entries);
+        let datapath = enforcer.datapath_time().saturating_sub(before);
+        drop(enforcer);
+        watch.lap_split(Stage::Engine, Some((Stage::Datapath, datapath)));
         let published = match admitted {
             Err(source) => Err(AttachError::Enforce(Box::new(source))),
-            Ok(()) => self
-                .source
-                .write_network_status(&pod_ref, &entries)
-                .await
-                .map_err(|source| AttachError::Status(Box::new(source))),
+            Ok(()) => {
+                let written = self.source.write_network_status(&pod_ref, &entries).await;
+                watch.lap(Stage::Status);
+                written.map_err(|source| AttachError::Status(Box::new(source)))
+            }
         };
         if let Err(error) = published {
             let rolled_back = container_id.clone();
