@@ -277,8 +277,9 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         })
     }
 
-    /// GC: DEL every cached sandbox the runtime no longer lists. A sandbox with a request in
-    /// flight is left alone (its ADD may not be known to the runtime yet).
+    /// GC: DEL every cached sandbox the runtime no longer lists, and forget its interfaces'
+    /// enforcement. A sandbox with a request in flight is left alone (its ADD may not be
+    /// known to the runtime yet).
     async fn gc(self: &Arc<Self>, config: &Value) -> Result<(), AttachError> {
         let valid: BTreeSet<String> = config
             .get(VALID_ATTACHMENTS)
@@ -295,11 +296,16 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             let Ok(_sandbox) = self.sandbox_lock(&id).try_lock_owned() else {
                 continue;
             };
+            let deleting = id.clone();
             let result = self
-                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &id, None))
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &deleting, None))
                 .await;
             match result {
-                Ok(()) => {}
+                Ok(()) => {
+                    for problem in self.agent.enforcer.lock().await.release(&id) {
+                        tracing::warn!("GC {id}: {problem}");
+                    }
+                }
                 Err(AttachError::Sandbox(error)) => failures.push(error),
                 Err(other) => return Err(other),
             }
