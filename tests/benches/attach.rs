@@ -362,7 +362,10 @@ fn document(
          Means over the timed pods. The agent's steps come from its \
          `netwarden_attach_stage_seconds` metric (its `/metrics`, read before and after the \
          timed pods); `netwarden-cni` is the rest of the mean latency the benchmark \
-         measures.\n\n{}\n{}",
+         measures. The ADD `datapath` row is the eBPF programs' load and attach on each new \
+         interface. In a DEL, the delegates remove interfaces that still carry eBPF \
+         programs: the kernel's work of detaching them is in the `delegates` row (compare \
+         it with `direct`), the unpinning after it in `datapath`.\n\n{}\n{}",
         machine.markdown(),
         human(TARGET_OVERHEAD),
         table(
