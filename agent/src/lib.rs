@@ -4,6 +4,7 @@ pub mod agent;
 pub mod attach;
 pub mod cluster;
 pub mod datapath;
+pub mod install;
 pub mod lab;
 pub mod netns;
 pub mod policy;

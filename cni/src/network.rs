@@ -55,7 +55,12 @@ impl NetworkRef {
 }
 
 impl fmt::Display for NetworkRef {
+    /// `namespace/name`; a reference without a namespace (never a NAD: the agent's name
+    /// for the cluster network) is just its name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            return f.write_str(&self.name);
+        }
         write!(f, "{}/{}", self.namespace, self.name)
     }
 }

@@ -206,9 +206,10 @@ impl AgentTimes {
 
     /// Mean seconds of each stage of `command`, in the order the agent runs them.
     fn means(&self, command: &str) -> Vec<(&str, f64)> {
-        const ORDER: [&str; 7] = [
+        const ORDER: [&str; 8] = [
             "pod",
             "plan",
+            "guard",
             "delegates",
             "enforcer_lock",
             "engine",
@@ -232,6 +233,9 @@ fn stage_meaning(stage: &str) -> &'static str {
     match stage {
         "pod" => "waiting for the pod in the cluster state",
         "plan" => "reading the cluster network config, resolving the pod's networks",
+        "guard" => {
+            "closing the new interfaces to inbound traffic before the delegates, opening them once enforced (`nft`, twice)"
+        }
         "delegates" => {
             "the delegates (fork and exec of each plugin), the cache writes, the hop to a blocking thread"
         }

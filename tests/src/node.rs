@@ -235,6 +235,11 @@ impl Lab {
             .expect("agent ready");
     }
 
+    /// The running agent's process id.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     pub fn stop_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
             // `nsenter` execs the agent, so this is the agent's own pid.
@@ -251,6 +256,13 @@ impl Lab {
 
     /// A pod manifest with `labels`, scheduled on this node, and its sandbox.
     pub fn pod_labelled(&mut self, namespace: &str, networks: &str, labels: &Value) -> Pod {
+        let name = self.write_pod(namespace, networks, labels);
+        self.sandbox(namespace, name)
+    }
+
+    /// Only the manifest of a pod with `labels`, scheduled on this node (for a runtime that
+    /// makes the sandbox itself); returns its name. Its uid is `uid-<name>`.
+    pub fn write_pod(&mut self, namespace: &str, networks: &str, labels: &Value) -> String {
         self.next_pod += 1;
         let name = format!("pod{}", self.next_pod);
         let mut annotations = json!({});
@@ -264,7 +276,7 @@ impl Lab {
                                  "annotations": annotations, "labels": labels},
                     "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "pause"}]}}),
         );
-        self.sandbox(namespace, name)
+        name
     }
 
     /// A sandbox for a pod the cluster does not know (plugins run without netwarden).
@@ -344,9 +356,14 @@ impl Lab {
 
     /// The network-status the agent wrote into the pod's manifest.
     pub fn network_status(&self, pod: &Pod) -> Vec<NetworkStatus> {
+        self.pod_network_status(&pod.namespace, &pod.name)
+    }
+
+    /// The network-status the agent wrote into the manifest of pod `namespace/name`.
+    pub fn pod_network_status(&self, namespace: &str, name: &str) -> Vec<NetworkStatus> {
         let file = self
             .manifests()
-            .join(format!("pod-{}-{}.json", pod.namespace, pod.name));
+            .join(format!("pod-{namespace}-{name}.json"));
         let manifest: Value =
             serde_json::from_slice(&std::fs::read(file).expect("pod manifest")).expect("JSON");
         let value = manifest["metadata"]["annotations"][NETWORK_STATUS_ANNOTATION]
@@ -454,34 +471,50 @@ impl Drop for Lab {
 impl Pod {
     /// The IPv4 addresses of `ifname` in the sandbox; None when it does not exist.
     pub fn ipv4(&self, ifname: &str) -> Option<Vec<Ipv4Addr>> {
-        let out = self
-            .netns
-            .exec(&["ip", "-j", "addr", "show", "dev", ifname])
-            .ok()?;
-        let links: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let addrs = links.get(0)?.get("addr_info")?.as_array()?.clone();
-        Some(
-            addrs
-                .iter()
-                .filter(|a| a["family"] == "inet")
-                .filter_map(|a| a["local"].as_str()?.parse().ok())
-                .collect(),
-        )
+        ipv4_in(&self.netns.path(), ifname)
     }
 
     /// Interfaces other than lo in the sandbox.
     pub fn interfaces(&self) -> Vec<String> {
-        let out = self
-            .netns
-            .exec(&["ip", "-j", "link", "show"])
-            .expect("ip link");
-        let links: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-        links
-            .as_array()
-            .expect("list")
-            .iter()
-            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
-            .filter(|n| n != "lo")
-            .collect()
+        interfaces_in(&self.netns.path())
     }
+}
+
+/// `ip -j ARGS` in the network namespace at `netns` (any path: ours under /run/netns or a
+/// runtime's); None when it fails.
+fn ip_json_in(netns: &Path, args: &[&str]) -> Option<Value> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-j"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then_some(())?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The IPv4 addresses of `ifname` in the network namespace at `netns`; None when it does
+/// not exist.
+pub fn ipv4_in(netns: &Path, ifname: &str) -> Option<Vec<Ipv4Addr>> {
+    let links = ip_json_in(netns, &["addr", "show", "dev", ifname])?;
+    let addrs = links.get(0)?.get("addr_info")?.as_array()?.clone();
+    Some(
+        addrs
+            .iter()
+            .filter(|a| a["family"] == "inet")
+            .filter_map(|a| a["local"].as_str()?.parse().ok())
+            .collect(),
+    )
+}
+
+/// Interfaces other than lo in the network namespace at `netns`.
+pub fn interfaces_in(netns: &Path) -> Vec<String> {
+    let links = ip_json_in(netns, &["link", "show"]).expect("ip link lists the links");
+    links
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+        .filter(|n| n != "lo")
+        .collect()
 }

@@ -1,6 +1,8 @@
 //! Privileged: the kernel's verdict (BPF_PROG_TEST_RUN) equals the userspace model's
 //! (`datapath::model`) on random policies and random frames of every shape: thousands of
-//! cases, reproducible from their seed (`NETWARDEN_DIFFERENTIAL_SEED` replays one).
+//! cases, reproducible from their seed (`NETWARDEN_DIFFERENTIAL_SEED` replays one). The
+//! policies mix host peers and prefixes, single ports and ranges, so the exact hashes and
+//! the LPM tries answer side by side.
 use std::collections::BTreeSet;
 
 use netwarden_agent::datapath::{
@@ -26,6 +28,7 @@ async fn kernel_and_model_agree_on_new_flows() -> anyhow::Result<()> {
     let pins = ScratchPinRoot::create("t-diff");
     let mut datapath = Datapath::load_at(pins.root().clone())?;
     let mut cases = 0;
+    let mut all_four_tables = 0;
     for seed in seeds {
         let scenario = Scenario::generate(seed);
         let endpoint = EndpointKey {
@@ -40,6 +43,13 @@ async fn kernel_and_model_agree_on_new_flows() -> anyhow::Result<()> {
         let config =
             datapath.program(&endpoint, &scenario.policy, &scenario.addresses, settings)?;
         let tables = compile(config.id, config.generation as u8, &scenario.policy);
+        if !tables.hosts.is_empty()
+            && !tables.peers.is_empty()
+            && !tables.exact_ports.is_empty()
+            && !tables.ports.is_empty()
+        {
+            all_four_tables += 1;
+        }
         let addresses: BTreeSet<_> = scenario.addresses.iter().copied().collect();
         let model = EndpointState::new(config, &tables, addresses);
         for packet in &scenario.packets {
@@ -68,5 +78,11 @@ async fn kernel_and_model_agree_on_new_flows() -> anyhow::Result<()> {
         datapath.forget(&endpoint)?;
     }
     assert!(cases >= 120, "only {cases} cases ran");
+    if std::env::var_os("NETWARDEN_DIFFERENTIAL_SEED").is_none() {
+        assert!(
+            all_four_tables >= 10,
+            "only {all_four_tables} scenarios filled all four tables"
+        );
+    }
     Ok(())
 }

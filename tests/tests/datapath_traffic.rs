@@ -1,7 +1,8 @@
 //! Privileged: real TCP and UDP between network namespaces, over a veth pair and over two
-//! macvlans on one parent, through the attached classifiers: allowed flows and their
-//! replies pass (the reverse direction isolated), denied ones don't, a revoked rule cuts
-//! an established TCP connection, and denies arrive as events.
+//! macvlans on one parent, through the attached classifiers (TCX links; on veth also
+//! cls_bpf filters under clsact): allowed flows and their replies pass (the reverse
+//! direction isolated), denied ones don't, a revoked rule cuts an established TCP
+//! connection, denies arrive as events, and detaching leaves the interface as it was.
 use std::{process::Stdio, time::Duration};
 
 use netwarden_agent::{
@@ -11,10 +12,11 @@ use netwarden_agent::{
             EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol,
             Rule,
         },
-        Datapath, DatapathEvent, EndpointSettings, Reason, VerdictEvents,
+        AttachMode, Datapath, DatapathEvent, EndpointSettings, Reason, VerdictEvents,
     },
     lab::topology::{NetNamespace, PodPair},
 };
+use netwarden_tests::hooks::{hooked, Hooked};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::{Child, Command},
@@ -173,13 +175,20 @@ async fn next_deny(
     }
 }
 
-async fn policy_is_enforced_on(network: Network) -> anyhow::Result<()> {
+async fn policy_is_enforced_on(
+    network: Network,
+    mode: AttachMode,
+    attached: Hooked,
+) -> anyhow::Result<()> {
     let _servers = echo_servers(&network.server)?;
     let pins = ScratchPinRoot::create("t-traffic");
     let mut datapath = Datapath::load_at(pins.root().clone())?;
+    datapath.set_attach_mode(mode);
     let mut events = datapath.events()?;
     let target = network.server.interface(&network.server_ifname.parse()?);
     let server = datapath.attach(&target)?;
+    let hooks = || hooked(&network.server, network.server_ifname);
+    assert_eq!(hooks(), attached);
     let addresses = [SERVER.parse()?];
     let settings = EndpointSettings::default();
     let full = allow_client(vec![port(Protocol::Tcp, 5001), port(Protocol::Udp, 5002)]);
@@ -199,6 +208,10 @@ async fn policy_is_enforced_on(network: Network) -> anyhow::Result<()> {
     );
     assert!(!udp_echoes(&network.client, 5004).await?, "denied UDP");
     next_deny(&mut events, Reason::NoMatchingRule, 5004).await?;
+    assert!(
+        !network.server.ping(CLIENT)?,
+        "denied egress (a flow the server starts)"
+    );
 
     // An established connection, then the rule that admitted it goes away.
     let mut session = in_ns(
@@ -237,15 +250,21 @@ async fn policy_is_enforced_on(network: Network) -> anyhow::Result<()> {
         "{counters:?}"
     );
     datapath.detach(&target)?;
+    assert_eq!(hooks(), Hooked::nothing());
     Ok(())
 }
 
 #[tokio::test]
 async fn policy_is_enforced_on_real_traffic_over_veth() -> anyhow::Result<()> {
-    policy_is_enforced_on(veth_network()?).await
+    policy_is_enforced_on(veth_network()?, AttachMode::Auto, Hooked::tcx()).await
+}
+
+#[tokio::test]
+async fn policy_is_enforced_on_real_traffic_over_veth_with_cls_bpf() -> anyhow::Result<()> {
+    policy_is_enforced_on(veth_network()?, AttachMode::Clsact, Hooked::cls_bpf()).await
 }
 
 #[tokio::test]
 async fn policy_is_enforced_on_real_traffic_over_macvlan() -> anyhow::Result<()> {
-    policy_is_enforced_on(macvlan_network()?).await
+    policy_is_enforced_on(macvlan_network()?, AttachMode::Auto, Hooked::tcx()).await
 }

@@ -6,109 +6,11 @@
 //!
 //! The expectations are computed from the example's manifests, so scenarios with
 //! policies can add "and no policy denies it" to [`expected`].
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::path::Path;
 
 use netwarden_agent::lab::spec::{self, ContainerPort, Manifest, PodName, Protocol};
+use netwarden_tests::lab::{example, RunningLab as Lab, Table};
 use serde_json::Value;
-
-/// `netwarden`, built beside this test executable (`cargo xtask test` builds it).
-fn netwarden() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("netwarden");
-    assert!(
-        path.is_file(),
-        "{} is not built: run `cargo build -p netwarden-agent -p netwarden-cni` first",
-        path.display()
-    );
-    path
-}
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(name)
-}
-
-/// A running lab with a name no other test uses; `lab down` on drop, also on failure.
-struct Lab {
-    name: String,
-}
-
-impl Lab {
-    fn up(dir: &Path) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let lab = Self { name };
-        let out = lab.run(&["up", dir.to_str().expect("utf-8 path")]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(netwarden())
-            .args(["lab", "--name", &self.name])
-            .args(args)
-            .output()
-            .expect("netwarden runs")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "lab {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
-    }
-
-    /// `lab probe --output json`, as from -> to -> connected.
-    fn probe(&self, network: Option<&str>, port: ContainerPort) -> Table {
-        let port_text = port.port.to_string();
-        let protocol = port.protocol.to_string();
-        let mut args = vec![
-            "probe",
-            "--output",
-            "json",
-            "--port",
-            &port_text,
-            "--protocol",
-            &protocol,
-        ];
-        if let Some(network) = network {
-            args.extend(["--network", network]);
-        }
-        let json: Value = serde_json::from_str(&self.ok(&args)).expect("probe prints JSON");
-        assert_eq!(json["port"], port.port);
-        assert_eq!(json["protocol"], protocol.as_str());
-        serde_json::from_value(json["matrix"].clone()).expect("matrix of booleans")
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.run(&["down"]);
-    }
-}
-
-type Table = BTreeMap<String, BTreeMap<String, bool>>;
 
 /// What the scenario says: every pod on `network` (all pods for the cluster network;
 /// those whose networks annotation names the NAD otherwise) reaches every other one on

@@ -101,6 +101,7 @@ fn test(root: &Path) -> Result<()> {
             ],
         )
     })?;
+    run::phase("validate manifests", || validate_manifests(root))?;
     run::phase("unit tests", || {
         run::cargo(
             root,
@@ -116,6 +117,37 @@ fn test(root: &Path) -> Result<()> {
     })?;
     println!("all tests passed in {:.1?}", started.elapsed());
     Ok(())
+}
+
+/// Every Kubernetes manifest under deploy/ against the Kubernetes schemas, offline and
+/// strict (unknown fields are errors). kustomization.yaml files are kustomize's input, not
+/// API objects.
+fn validate_manifests(root: &Path) -> Result<()> {
+    let mut manifests = Vec::new();
+    let mut dirs = vec![root.join("deploy")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml")
+                && path.file_name().is_some_and(|n| n != "kustomization.yaml")
+            {
+                manifests.push(path);
+            }
+        }
+    }
+    manifests.sort();
+    if manifests.is_empty() {
+        bail!("no manifests under {}", root.join("deploy").display());
+    }
+    let manifests: Vec<String> = manifests
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["-m", "kubernetes_validate", "--strict"];
+    args.extend(manifests.iter().map(String::as_str));
+    run::command(root, "python3".as_ref(), &args)
 }
 
 fn require_root(why: &str) -> Result<()> {

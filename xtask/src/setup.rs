@@ -18,7 +18,18 @@ const PACKAGES: &[&str] = &[
     "sockperf",
     "bpftool",
     "iptables",
+    // The containerd test: a real CRI runtime calling netwarden-cni, its pause image from
+    // busybox, and protoc for the CRI client's generated code.
+    "containerd",
+    "runc",
+    "busybox-static",
+    "protobuf-compiler",
+    // `nft`: the agent keeps a sandbox's new interfaces closed while its ADD runs.
+    "nftables",
 ];
+/// Validates the manifests in deploy/ against the Kubernetes schemas, offline.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate";
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
 /// Debian's Rust built on LLVM 22 with its library sources: builds the eBPF object where
 /// rustup has no nightly with rust-src (see shared/TOOLCHAIN.md).
 const DEBIAN_RUST: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"];
@@ -33,6 +44,7 @@ pub fn run() -> Result<()> {
             wanted.extend_from_slice(DEBIAN_RUST);
         }
         packages(&wanted)?;
+        kubernetes_validate()?;
         bpf_linker()?;
         bpffs()
     })
@@ -59,6 +71,26 @@ fn packages(wanted: &[&str]) -> Result<()> {
 fn installed(package: &str) -> bool {
     run::output("dpkg-query", &["-W", "-f=${Status}", package])
         .is_some_and(|status| status.trim() == "install ok installed")
+}
+
+fn kubernetes_validate() -> Result<()> {
+    let have = run::output("python3", &["-m", "kubernetes_validate", "--version"]);
+    if have
+        .as_deref()
+        .is_some_and(|v| v.trim() == KUBERNETES_VALIDATE_VERSION)
+    {
+        println!("{KUBERNETES_VALIDATE}: {KUBERNETES_VALIDATE_VERSION} present");
+        return Ok(());
+    }
+    println!("{KUBERNETES_VALIDATE}: installing {KUBERNETES_VALIDATE_VERSION} from PyPI");
+    run::status(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        &format!("{KUBERNETES_VALIDATE}=={KUBERNETES_VALIDATE_VERSION}"),
+    ]))
+    .context("pip could not install kubernetes-validate: is PyPI reachable?")
 }
 
 fn bpf_linker() -> Result<()> {

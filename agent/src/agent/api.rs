@@ -16,7 +16,8 @@ pub struct ExplainQuery {
     pub from: String,
     /// `namespace/name` of the receiving pod.
     pub to: String,
-    /// `namespace/name` of the NAD.
+    /// `namespace/name` of the NAD; empty or absent for the cluster network.
+    #[serde(default)]
     pub network: String,
     pub port: u16,
     /// TCP, UDP or SCTP.

@@ -10,7 +10,10 @@ use std::{
 use netwarden_cni::{agent_link::DEFAULT_SOCKET, NetworkRef};
 use serde::Deserialize;
 
-use crate::cluster::source::ClusterSourceSpec;
+use crate::{
+    cluster::{objects::cluster_network, source::ClusterSourceSpec},
+    datapath::AttachMode,
+};
 
 /// Every key is optional in the file, but `clusterNetwork` must be set by the file or
 /// `--cluster-network`.
@@ -43,12 +46,19 @@ pub struct AgentConfig {
     /// NADs (`namespace/name`) on which networking.k8s.io/v1 NetworkPolicy applies too.
     #[serde(default, deserialize_with = "network_refs")]
     pub standard_policy_networks: BTreeSet<NetworkRef>,
+    /// Enforce networking.k8s.io/v1 NetworkPolicy on the cluster network (eth0) too; off
+    /// where the cluster's own CNI enforces it.
+    #[serde(default)]
+    pub cluster_network_policy: bool,
     /// Where config-less NADs are looked up by name.
     #[serde(default = "default_config_dir")]
     pub config_dir: PathBuf,
     /// The bpffs directory the datapath pins its maps and links under.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
+    /// How the classifiers are hooked onto pod interfaces.
+    #[serde(default, deserialize_with = "attach_mode")]
+    pub attach_mode: AttachMode,
     /// Where `/metrics`, `/healthz`, `/readyz`, `/explain` and `/flows` are served.
     #[serde(default = "default_metrics_address")]
     pub metrics_address: SocketAddr,
@@ -97,12 +107,19 @@ pub struct Overrides {
     /// Comma-separated NADs (`namespace/name`) NetworkPolicy applies to too.
     #[arg(long, value_delimiter = ',')]
     pub standard_policy_networks: Option<Vec<NetworkRef>>,
+    /// Enforce NetworkPolicy on the cluster network (eth0) too.
+    #[arg(long)]
+    pub cluster_network_policy: Option<bool>,
     /// The attach socket.
     #[arg(long)]
     pub socket: Option<PathBuf>,
     /// The bpffs directory for pins.
     #[arg(long)]
     pub bpffs: Option<PathBuf>,
+    /// TCX, falling back to clsact + cls_bpf where the kernel refuses TCX (auto), or only
+    /// one of them.
+    #[arg(long, value_enum)]
+    pub attach_mode: Option<AttachMode>,
     /// Address of the HTTP endpoint (metrics, health, explain, flows).
     #[arg(long)]
     pub metrics_address: Option<SocketAddr>,
@@ -118,6 +135,9 @@ fn from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClusterSourceSpec,
     let text = String::deserialize(d)?;
     text.parse()
         .map_err(|e| serde::de::Error::custom(format!("cluster: {e}")))
+}
+fn attach_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AttachMode, D::Error> {
+    AttachMode::deserialize(d).map_err(|e| serde::de::Error::custom(format!("attachMode: {e}")))
 }
 fn network_refs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeSet<NetworkRef>, D::Error> {
     Vec::<String>::deserialize(d)?
@@ -234,8 +254,10 @@ impl AgentConfig {
             namespace_isolation,
             global_namespaces,
             standard_policy_networks,
+            cluster_network_policy,
             socket,
             bpffs,
+            attach_mode,
             metrics_address,
             cache_dir,
             log_format,
@@ -251,8 +273,10 @@ impl AgentConfig {
             &mut self.standard_policy_networks,
             standard_policy_networks.map(BTreeSet::from_iter),
         );
+        replace(&mut self.cluster_network_policy, cluster_network_policy);
         replace(&mut self.socket, socket);
         replace(&mut self.bpffs, bpffs);
+        replace(&mut self.attach_mode, attach_mode);
         replace(&mut self.metrics_address, metrics_address);
         replace(&mut self.cache_dir, cache_dir);
         replace(&mut self.log_format, log_format);
@@ -264,6 +288,16 @@ impl AgentConfig {
 
     pub fn reconcile_interval(&self) -> Duration {
         Duration::from_secs_f64(self.reconcile_seconds)
+    }
+
+    /// The networks NetworkPolicy applies to, the cluster network among them when
+    /// `clusterNetworkPolicy` is on.
+    pub fn standard_policy_networks(&self) -> BTreeSet<NetworkRef> {
+        let mut networks = self.standard_policy_networks.clone();
+        if self.cluster_network_policy {
+            networks.insert(cluster_network());
+        }
+        networks
     }
 }
 
@@ -292,7 +326,10 @@ mod tests {
         assert_eq!(config.cache_dir, Path::new("/var/lib/netwarden/cache"));
         assert_eq!(config.cluster, ClusterSourceSpec::Kube);
         assert_eq!(config.max_concurrent, 8);
+        assert_eq!(config.attach_mode, AttachMode::Auto);
         assert!(!config.namespace_isolation);
+        assert!(!config.cluster_network_policy);
+        assert!(config.standard_policy_networks().is_empty());
         let error = parse("{}").unwrap_err().to_string();
         assert!(
             error.contains("agent.json") && error.contains("clusterNetwork"),
@@ -307,11 +344,13 @@ mod tests {
             cluster: Some("dir:/lab".parse().unwrap()),
             cluster_network: Some("/x.conflist".into()),
             standard_policy_networks: Some(vec!["default/macvlan-conf".parse().unwrap()]),
+            cluster_network_policy: Some(true),
             log_format: Some(LogFormat::Json),
+            attach_mode: Some(AttachMode::Clsact),
             ..Overrides::default()
         };
         let config = AgentConfig::parse(
-            br#"{"node": "node-a", "cluster": "kube", "logFormat": "text"}"#,
+            br#"{"node": "node-a", "cluster": "kube", "logFormat": "text", "attachMode": "tcx"}"#,
             Path::new("agent.json"),
             overrides,
         )
@@ -320,9 +359,14 @@ mod tests {
         assert_eq!(config.cluster, ClusterSourceSpec::Dir("/lab".into()));
         assert_eq!(config.cluster_network, Path::new("/x.conflist"));
         assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.attach_mode, AttachMode::Clsact);
         assert_eq!(
             config.standard_policy_networks,
             BTreeSet::from(["default/macvlan-conf".parse().unwrap()])
+        );
+        assert_eq!(
+            config.standard_policy_networks(),
+            BTreeSet::from(["default/macvlan-conf".parse().unwrap(), cluster_network()])
         );
     }
 
@@ -344,6 +388,7 @@ mod tests {
             (r#"{"clusterNetwork":"x","binDirs":[]}"#, "binDirs"),
             (r#"{"clusterNetwork":"x","sockett":"/x"}"#, "sockett"),
             (r#"{"clusterNetwork":"x","cluster":"etcd"}"#, "cluster"),
+            (r#"{"clusterNetwork":"x","attachMode":"xdp"}"#, "attachMode"),
             (
                 r#"{"clusterNetwork":"x","standardPolicyNetworks":["nons"]}"#,
                 "standardPolicyNetworks",

@@ -13,7 +13,7 @@ use netwarden_cni::{
 };
 
 use crate::{
-    cluster::objects::PodKey,
+    cluster::objects::{cluster_network, PodKey},
     datapath::{rules::EndpointPolicy, EndpointKey, InterfaceTarget},
     policy::EndpointId,
 };
@@ -49,13 +49,19 @@ pub struct Sandbox {
 pub struct Endpoints {
     endpoints: BTreeMap<EndpointId, LocalEndpoint>,
     sandboxes: BTreeMap<ContainerId, Sandbox>,
+    /// The cluster network's interface (eth0) is enforced on too.
+    cluster_network: bool,
 }
 
 impl Endpoints {
     /// Every cached sandbox with a network namespace; records that name no pod are skipped
-    /// (they were not made through the agent).
-    pub fn from_cache(cache: &Cache) -> Result<Self, CacheError> {
-        let mut endpoints = Self::default();
+    /// (they were not made through the agent). With `cluster_network`, each sandbox's
+    /// cluster-network interface is an endpoint too.
+    pub fn from_cache(cache: &Cache, cluster_network: bool) -> Result<Self, CacheError> {
+        let mut endpoints = Self {
+            cluster_network,
+            ..Self::default()
+        };
         for id in cache.container_ids()? {
             let Some(record) = cache.read(&id)? else {
                 continue;
@@ -73,7 +79,8 @@ impl Endpoints {
         Ok(endpoints)
     }
 
-    /// Records a sandbox and its secondary interfaces (not yet attached).
+    /// Records a sandbox and its interfaces to enforce on (not yet attached): the
+    /// secondary ones, and the cluster network's when it is enforced on.
     pub fn insert(
         &mut self,
         container: &ContainerId,
@@ -82,9 +89,14 @@ impl Endpoints {
         statuses: Vec<NetworkStatus>,
     ) -> Vec<EndpointId> {
         let mut added = Vec::new();
-        for status in statuses.iter().filter(|s| !s.default) {
-            let (Ok(network), Some(Ok(interface))) = (
-                status.name.parse::<NetworkRef>(),
+        for status in &statuses {
+            let network = if status.default {
+                self.cluster_network.then(cluster_network)
+            } else {
+                status.name.parse::<NetworkRef>().ok()
+            };
+            let (Some(network), Some(Ok(interface))) = (
+                network,
                 status.interface.as_deref().map(str::parse::<InterfaceName>),
             ) else {
                 continue;
@@ -207,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_agent_finds_every_secondary_interface_in_the_cache() {
+    fn a_restarted_agent_finds_every_enforced_interface_in_the_cache() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
         cache
@@ -234,7 +246,14 @@ mod tests {
             ))
             .unwrap();
 
-        let endpoints = Endpoints::from_cache(&cache).unwrap();
+        let with_eth0 = Endpoints::from_cache(&cache, true).unwrap();
+        let networks: Vec<String> = with_eth0
+            .iter()
+            .map(|(id, _)| id.network.to_string())
+            .collect();
+        assert_eq!(networks, ["cluster-network", "dev/macvlan-conf"]);
+
+        let endpoints = Endpoints::from_cache(&cache, false).unwrap();
         let found: Vec<_> = endpoints.iter().collect();
         assert_eq!(found.len(), 1);
         let (id, local) = found[0];

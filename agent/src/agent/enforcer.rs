@@ -15,9 +15,7 @@ use netwarden_cni::{
 use super::endpoints::{Desired, Endpoints};
 use crate::{
     cluster::{objects::PodKey, ClusterEvent, Kind, Object},
-    datapath::{
-        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointSettings, Hook,
-    },
+    datapath::{endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointSettings},
     policy::{EndpointChange, EndpointId, Engine, Explanation, Flow},
 };
 
@@ -79,9 +77,10 @@ impl Enforcer {
             .collect()
     }
 
-    /// Fail closed: attaches and programs every secondary interface of a sandbox whose
-    /// delegates succeeded, with the tables the engine computes for the pod once its
-    /// network-status is `statuses`. An error leaves the caller to roll back ([`release`]).
+    /// Fail closed: attaches and programs every interface of a sandbox whose delegates
+    /// succeeded (the secondary ones, and eth0 when the cluster network is enforced on),
+    /// with the tables the engine computes for the pod once its network-status is
+    /// `statuses`. An error leaves the caller to roll back ([`release`]).
     ///
     /// [`release`]: Self::release
     pub fn admit(
@@ -142,10 +141,7 @@ impl Enforcer {
             let Ok(now) = endpoint_key(&local.target) else {
                 continue;
             };
-            let linked = [Hook::Ingress, Hook::Egress]
-                .iter()
-                .all(|hook| self.datapath.pins().link(&now, *hook).exists());
-            if local.key != Some(now) || !linked {
+            if local.key != Some(now) || !self.datapath.is_attached(&now) {
                 local.key = None;
             }
             match self.datapath.endpoint_config(&now) {

@@ -18,7 +18,11 @@ use super::{
     api::{ExplainAnswer, ExplainQuery},
     AgentState,
 };
-use crate::{cluster::objects::PodKey, datapath::rules::Protocol, policy::Flow};
+use crate::{
+    cluster::objects::{cluster_network, PodKey},
+    datapath::rules::Protocol,
+    policy::Flow,
+};
 
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
@@ -90,7 +94,11 @@ fn flow_of(query: &ExplainQuery) -> Result<Flow, String> {
     Ok(Flow {
         from: pod("from", &query.from)?,
         to: pod("to", &query.to)?,
-        network: query.network.parse().map_err(|e| format!("network: {e}"))?,
+        network: if query.network.is_empty() {
+            cluster_network()
+        } else {
+            query.network.parse().map_err(|e| format!("network: {e}"))?
+        },
         protocol,
         port: query.port,
     })
@@ -147,6 +155,12 @@ mod tests {
         assert_eq!(flow.to.to_string(), "dev/b");
         assert_eq!(flow.network.to_string(), "dev/macvlan-conf");
         assert_eq!((flow.protocol, flow.port), (Protocol::Tcp, 6379));
+        let flow = flow_of(&query("dev/a", "dev/b", "", 80, "TCP")).unwrap();
+        assert_eq!(
+            flow.network,
+            cluster_network(),
+            "no network: the cluster network"
+        );
     }
 
     #[test]

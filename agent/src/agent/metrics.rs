@@ -67,7 +67,7 @@ impl Default for Metrics {
         );
         registry.register(
             "attach_stage_seconds",
-            "One step of a CNI ADD or DEL: pod, plan, delegates, enforcer_lock, engine, datapath, status",
+            "One step of a CNI ADD or DEL: pod, plan, guard, delegates, enforcer_lock, engine, datapath, status",
             attach_stage_seconds.clone(),
         );
         registry.register(

@@ -87,12 +87,16 @@ impl AgentState {
 
 /// Runs the agent until the attach socket or the HTTP endpoint fails.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let datapath = Datapath::load_at(PinRoot::new(&config.bpffs))?;
+    let mut datapath = Datapath::load_at(PinRoot::new(&config.bpffs))?;
+    datapath.set_attach_mode(config.attach_mode);
     let verdicts = datapath.events()?;
-    let endpoints = Endpoints::from_cache(&Cache::new(&config.cache_dir))?;
+    let endpoints = Endpoints::from_cache(
+        &Cache::new(&config.cache_dir),
+        config.cluster_network_policy,
+    )?;
     let engine = Engine::new(EngineConfig {
         node: config.node.clone(),
-        standard_policy_networks: config.standard_policy_networks.clone(),
+        standard_policy_networks: config.standard_policy_networks(),
     });
     let state = Arc::new(AgentState {
         enforcer: Mutex::new(Enforcer::new(engine, datapath, endpoints)),

@@ -5,6 +5,7 @@ use netwarden_cni::{
     cache::CacheError, plan::PlanError, protocol::ErrorCode, sandbox::SandboxError,
 };
 
+use super::guard::GuardError;
 use crate::agent::EnforceError;
 use crate::cluster::{
     source::{PodRef, SourceError},
@@ -37,6 +38,8 @@ pub enum AttachError {
     Status(Box<SourceError>),
     #[error("enforcing policy on the new interfaces: {0}")]
     Enforce(Box<EnforceError>),
+    #[error("{0}")]
+    Guard(#[from] GuardError),
     #[error("pod {pod}: {error}; every network was deleted again{}", rollback_text(.rollback))]
     RolledBack {
         pod: PodRef,
@@ -73,7 +76,11 @@ impl AttachError {
                 .first()
                 .map_or(ErrorCode::TryAgainLater, SandboxError::cni_code),
             Self::RolledBack { error, .. } => error.code(),
-            Self::Status(_) | Self::Enforce(_) | Self::GcList(_) | Self::Task(_) => ErrorCode::Io,
+            Self::Status(_)
+            | Self::Enforce(_)
+            | Self::Guard(_)
+            | Self::GcList(_)
+            | Self::Task(_) => ErrorCode::Io,
         }
     }
 }

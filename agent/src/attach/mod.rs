@@ -4,6 +4,7 @@
 //! before network-status is written through the cluster source), DEL, CHECK, STATUS and GC
 //! for the runtime. [`crate::agent::run`] runs it.
 pub mod error;
+pub mod guard;
 pub mod server;
 pub mod service;
 pub mod stages;

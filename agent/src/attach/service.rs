@@ -16,13 +16,14 @@ use netwarden_cni::{
     resolve::{DeviceAllocations, Isolation, NadSpec},
     sandbox::{self, SandboxError, SandboxSpec, PLUGIN_TIMEOUT},
     status::build_network_status,
-    NetworkRef,
+    InterfaceName, NetworkRef,
 };
 use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
 use super::{
     error::AttachError,
+    guard::InboundGuard,
     stages::{Stage, Stopwatch},
 };
 use crate::{
@@ -191,16 +192,26 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
         watch.lap(Stage::Plan);
+        // Fail closed from the first moment: nothing gets in before the classifiers judge.
+        let guard = self.close_inbound(&netns, &attachments).await?;
+        watch.lap(Stage::Guard);
         let spec = SandboxSpec {
             container_id: container_id.clone(),
             netns: netns.clone(),
             args: request.args,
             cni_path: request.path,
         };
-        let record = self
+        let added = self
             .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
-            .await?;
+            .await;
         watch.lap(Stage::Delegates);
+        let record = match added {
+            Ok(record) => record,
+            Err(error) => {
+                open_inbound(guard);
+                return Err(error);
+            }
+        };
         let entries = build_network_status(&record.attachments);
         // Fail closed: the runtime gets the interfaces only once they are enforced on.
         let current = self.store.pod(&pod_ref).unwrap_or(pod);
@@ -212,11 +223,21 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         drop(enforcer);
         watch.lap_split(Stage::Engine, Some((Stage::Datapath, datapath)));
         let published = match admitted {
-            Err(source) => Err(AttachError::Enforce(Box::new(source))),
+            Err(source) => {
+                open_inbound(guard);
+                Err(AttachError::Enforce(Box::new(source)))
+            }
             Ok(()) => {
-                let written = self.source.write_network_status(&pod_ref, &entries).await;
-                watch.lap(Stage::Status);
-                written.map_err(|source| AttachError::Status(Box::new(source)))
+                let opened = open_now(guard).await;
+                watch.lap(Stage::Guard);
+                match opened {
+                    Err(error) => Err(error),
+                    Ok(()) => {
+                        let written = self.source.write_network_status(&pod_ref, &entries).await;
+                        watch.lap(Stage::Status);
+                        written.map_err(|source| AttachError::Status(Box::new(source)))
+                    }
+                }
             }
         };
         if let Err(error) = published {
@@ -240,6 +261,25 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .as_ref()
             .expect("sandbox::add returns every result");
         Ok(result.to_value(version).to_string())
+    }
+
+    /// Closes the interfaces this ADD creates and enforces on (the secondary ones, and the
+    /// cluster network's when NetworkPolicy is enforced there) to inbound traffic.
+    async fn close_inbound(
+        &self,
+        netns: &std::path::Path,
+        attachments: &[AttachmentRecord],
+    ) -> Result<Option<InboundGuard>, AttachError> {
+        let interfaces: Vec<InterfaceName> = attachments
+            .iter()
+            .filter(|a| !a.is_default || self.config.cluster_network_policy)
+            .map(|a| a.ifname.clone())
+            .collect();
+        let netns = netns.to_owned();
+        tokio::task::spawn_blocking(move || InboundGuard::close(&netns, &interfaces))
+            .await
+            .map_err(|e| AttachError::Task(e.to_string()))?
+            .map_err(AttachError::Guard)
     }
 
     /// The pod's attachments, in order; planning is pure and quick, so it runs inline.
@@ -357,6 +397,24 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             .await
             .map_err(|e| AttachError::Task(e.to_string()))?
             .map_err(AttachError::from)
+    }
+}
+
+/// Opens a guard on a failed ADD: whatever is left of the sandbox is rolled back anyway.
+/// Lets traffic in on the guarded interfaces, off the async threads (it runs `nft`).
+async fn open_now(guard: Option<InboundGuard>) -> Result<(), AttachError> {
+    let Some(guard) = guard else {
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || guard.open())
+        .await
+        .map_err(|e| AttachError::Task(e.to_string()))?
+        .map_err(AttachError::Guard)
+}
+
+fn open_inbound(guard: Option<InboundGuard>) {
+    if let Some(Err(problem)) = guard.map(InboundGuard::open) {
+        tracing::warn!("{problem}");
     }
 }
 

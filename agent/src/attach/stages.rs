@@ -1,6 +1,7 @@
 //! Where a CNI request's time goes: each step of ADD and DEL is timed into
-//! `netwarden_attach_stage_seconds{command,stage}` and, at debug level, logged per request,
-//! so an operator (and `cargo xtask bench attach`) can see which step is slow.
+//! `netwarden_attach_stage_seconds{command,stage}` (one observation per step and request)
+//! and, at debug level, logged per request, so an operator (and `cargo xtask bench attach`)
+//! can see which step is slow.
 use std::time::{Duration, Instant};
 
 use netwarden_cni::protocol::Command;
@@ -15,6 +16,9 @@ pub enum Stage {
     Pod,
     /// Reading the cluster network's config and resolving the pod's networks.
     Plan,
+    /// Closing the new interfaces to inbound traffic before the delegates run, opening
+    /// them once they are enforced on (one `nft` run each).
+    Guard,
     /// The delegates' executions, the cache writes, the default-route request; with the
     /// wait for a `maxConcurrent` slot and the hop to a blocking thread.
     Delegates,
@@ -34,6 +38,7 @@ impl Stage {
         match self {
             Self::Pod => "pod",
             Self::Plan => "plan",
+            Self::Guard => "guard",
             Self::Delegates => "delegates",
             Self::EnforcerLock => "enforcer_lock",
             Self::Engine => "engine",
@@ -92,19 +97,24 @@ impl<'a> Stopwatch<'a> {
     }
 
     fn record(&mut self, stage: Stage, took: Duration) {
-        self.metrics
-            .attach_stage_seconds
-            .get_or_create(&StageLabels {
-                command: self.command.as_str(),
-                stage,
-            })
-            .observe(took.as_secs_f64());
-        self.laps.push((stage, took));
+        match self.laps.iter_mut().find(|(lapped, _)| *lapped == stage) {
+            Some((_, total)) => *total += took,
+            None => self.laps.push((stage, took)),
+        }
     }
 }
 
 impl Drop for Stopwatch<'_> {
     fn drop(&mut self) {
+        for (stage, took) in &self.laps {
+            self.metrics
+                .attach_stage_seconds
+                .get_or_create(&StageLabels {
+                    command: self.command.as_str(),
+                    stage: *stage,
+                })
+                .observe(took.as_secs_f64());
+        }
         if !self.laps.is_empty() && tracing::enabled!(tracing::Level::DEBUG) {
             let laps: Vec<String> = self
                 .laps

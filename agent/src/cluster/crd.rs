@@ -22,35 +22,73 @@ pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
     version = "v1",
     kind = "NetworkAttachmentDefinition",
     plural = "network-attachment-definitions",
+    singular = "network-attachment-definition",
     shortname = "net-attach-def",
     namespaced,
-    derive = "PartialEq"
+    derive = "PartialEq",
+    derive = "Default",
+    // A NAD may have no spec at all (a network looked up by name in the configuration
+    // directory, as Multus documents it), and upstream's schema allows it. kube-derive
+    // refuses `serde` here, not `cfg_attr`: this is `#[serde(default)]` on the root type.
+    attr = "cfg_attr(all(), serde(default))"
 )]
 pub struct NetworkAttachmentDefinitionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
 }
 
+/// A MultiNetworkPolicy version: NetworkPolicy's spec, the networks in an annotation. The
+/// printer columns are what `kubectl get multi-policy` shows.
+macro_rules! multi_network_policy {
+    ($version:tt) => {
+        #[derive(
+            CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema,
+        )]
+        #[kube(
+            group = "k8s.cni.cncf.io",
+            version = $version,
+            kind = "MultiNetworkPolicy",
+            plural = "multi-networkpolicies",
+            singular = "multi-networkpolicy",
+            shortname = "multi-policy",
+            namespaced,
+            derive = "PartialEq",
+            derive = "Default",
+            // Upstream's schema does not require a spec; one without reads as the empty spec
+            // (see NetworkAttachmentDefinition for the attribute).
+            attr = "cfg_attr(all(), serde(default))",
+            printcolumn(
+                name = "Networks",
+                type_ = "string",
+                description = "The networks it applies to (annotation k8s.v1.cni.cncf.io/policy-for)",
+                json_path = ".metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/policy-for"
+            ),
+            printcolumn(
+                name = "Pod-Selector",
+                type_ = "string",
+                description = "The pods it isolates",
+                json_path = ".spec.podSelector"
+            ),
+            printcolumn(
+                name = "Policy-Types",
+                type_ = "string",
+                description = "The directions it isolates",
+                json_path = ".spec.policyTypes"
+            ),
+            printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+        )]
+        pub struct MultiNetworkPolicySpec {
+            #[serde(flatten)]
+            pub policy: NetworkPolicySpec,
+        }
+    };
+}
+
 /// MultiNetworkPolicy, k8s.cni.cncf.io/v1beta1.
 pub mod v1beta1 {
     use super::*;
 
-    #[derive(
-        CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema,
-    )]
-    #[kube(
-        group = "k8s.cni.cncf.io",
-        version = "v1beta1",
-        kind = "MultiNetworkPolicy",
-        plural = "multi-networkpolicies",
-        shortname = "multi-policy",
-        namespaced,
-        derive = "PartialEq"
-    )]
-    pub struct MultiNetworkPolicySpec {
-        #[serde(flatten)]
-        pub policy: NetworkPolicySpec,
-    }
+    multi_network_policy!("v1beta1");
 }
 
 /// MultiNetworkPolicy, k8s.cni.cncf.io/v1beta2 (the same spec; the stored version
@@ -58,23 +96,11 @@ pub mod v1beta1 {
 pub mod v1beta2 {
     use super::*;
 
-    #[derive(
-        CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema,
-    )]
-    #[kube(
-        group = "k8s.cni.cncf.io",
-        version = "v1beta2",
-        kind = "MultiNetworkPolicy",
-        plural = "multi-networkpolicies",
-        shortname = "multi-policy",
-        namespaced,
-        derive = "PartialEq"
-    )]
-    pub struct MultiNetworkPolicySpec {
-        #[serde(flatten)]
-        pub policy: NetworkPolicySpec,
-    }
+    multi_network_policy!("v1beta2");
 }
+
+/// The version the API server stores MultiNetworkPolicies in, as upstream's CRD says.
+pub const MULTI_NETWORK_POLICY_STORAGE_VERSION: &str = "v1beta2";
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +116,17 @@ mod tests {
         }))
         .unwrap();
         assert!(nad.spec.config.unwrap().contains("macvlan"));
+    }
+
+    #[test]
+    fn reads_a_nad_without_spec_as_a_config_less_one() {
+        let nad: NetworkAttachmentDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "macvlan-conf-2", "namespace": "default"}
+        }))
+        .unwrap();
+        assert_eq!(nad.spec.config, None);
     }
 
     #[test]

@@ -35,6 +35,17 @@ type RawRule<'a> = (
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
+/// The engine's name for the cluster network: every pod's network-status entry marked
+/// `default` (normally eth0), whatever its CNI name. Its namespace is empty, so no NAD can
+/// have it and no `policy-for` can name it: only networking.k8s.io/v1 NetworkPolicy
+/// applies there, when the agent enforces standard policy on the cluster network.
+pub fn cluster_network() -> NetworkRef {
+    NetworkRef {
+        namespace: String::new(),
+        name: "cluster-network".into(),
+    }
+}
+
 /// Something wrong with one field of one object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{object}: {field}: {problem}")]
@@ -212,7 +223,7 @@ pub struct ContainerPort {
     pub number: u16,
 }
 
-/// One interface of a pod on a secondary network, from network-status.
+/// One interface of a pod, from network-status: on a NAD, or on the cluster network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInterface {
     pub network: NetworkRef,
@@ -228,14 +239,16 @@ pub struct PodView {
     /// `spec.nodeName`; None while unscheduled.
     pub node: Option<String>,
     pub ports: Vec<ContainerPort>,
-    /// Secondary-network interfaces only (the cluster network is not a NAD).
+    /// Secondary-network interfaces, plus the cluster network's (as [`cluster_network`])
+    /// when it was asked for.
     pub interfaces: Vec<PodInterface>,
 }
 
 impl PodView {
     /// A bad network-status drops all interfaces (the pod then has no address anywhere);
     /// a bad container port drops that port (named ports then resolve to fewer numbers).
-    pub fn from_pod(pod: &Pod) -> Result<Parsed<Self>, ObjectError> {
+    /// The cluster network's entry is read only `with_cluster_network`.
+    pub fn from_pod(pod: &Pod, with_cluster_network: bool) -> Result<Parsed<Self>, ObjectError> {
         let (namespace, name) = namespaced_name(&pod.metadata, Kind::Pod)?;
         let object = ObjectKey {
             kind: Kind::Pod,
@@ -258,7 +271,7 @@ impl PodView {
                 }
             }
         }
-        let interfaces = match interfaces(pod) {
+        let interfaces = match interfaces(pod, with_cluster_network) {
             Ok(interfaces) => interfaces,
             Err(problem) => {
                 errors.push(ObjectError {
@@ -323,7 +336,7 @@ fn container_port(
     })
 }
 
-fn interfaces(pod: &Pod) -> Result<Vec<PodInterface>, String> {
+fn interfaces(pod: &Pod, with_cluster_network: bool) -> Result<Vec<PodInterface>, String> {
     let Some(status) = pod
         .metadata
         .annotations
@@ -336,10 +349,19 @@ fn interfaces(pod: &Pod) -> Result<Vec<PodInterface>, String> {
     let mut interfaces = Vec::new();
     for (i, entry) in entries.into_iter().enumerate() {
         // The cluster network's entry is named after its CNI config, not a NAD.
-        if entry.default || !entry.name.contains('/') {
+        let network = if entry.default {
+            if !with_cluster_network {
+                continue;
+            }
+            cluster_network()
+        } else if entry.name.contains('/') {
+            entry
+                .name
+                .parse::<NetworkRef>()
+                .map_err(|e| format!("entry {i}: {e}"))?
+        } else {
             continue;
-        }
-        let network: NetworkRef = entry.name.parse().map_err(|e| format!("entry {i}: {e}"))?;
+        };
         let interface = entry
             .interface
             .as_deref()
@@ -946,7 +968,7 @@ mod tests {
     }
 
     #[test]
-    fn pods_read_network_status_without_the_cluster_network() {
+    fn pods_read_the_cluster_network_entry_only_when_asked() {
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "p", "namespace": "ns", "annotations": {NETWORK_STATUS_ANNOTATION: json!([
                 {"name": "cbr0", "interface": "eth0", "ips": ["10.244.0.5"], "default": true},
@@ -958,10 +980,14 @@ mod tests {
             ]}]},
         }))
         .unwrap();
-        let parsed = PodView::from_pod(&pod).unwrap();
+        let parsed = PodView::from_pod(&pod, false).unwrap();
         assert_eq!(parsed.view.interfaces.len(), 1);
         let network: NetworkRef = "ns/macvlan".parse().unwrap();
         assert_eq!(parsed.view.addresses_on(&network).count(), 2);
+        let with_cluster = PodView::from_pod(&pod, true).unwrap().view;
+        let cluster: Vec<IpAddr> = with_cluster.addresses_on(&cluster_network()).collect();
+        assert_eq!(cluster, ["10.244.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(with_cluster.interfaces[0].interface.as_str(), "eth0");
         assert_eq!(
             parsed
                 .view

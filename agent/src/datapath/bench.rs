@@ -1,11 +1,12 @@
 //! The datapath benchmark (`cargo xtask bench datapath`): ns per packet measured by the
 //! kernel with BPF_PROG_TEST_RUN, for the pass-through floor, an established flow, a new
-//! allowed flow and a new denied flow, at growing rule counts, IPv4 and IPv6. Figures,
-//! not assertions: it prints a table and writes it as Markdown.
+//! allowed flow and a new denied flow, at growing rule counts, IPv4 and IPv6; and the time
+//! to attach and program one interface, loading its classifiers then or taking them from
+//! the pool. Figures, not assertions: it prints tables and writes them as Markdown.
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use etherparse::PacketBuilder;
@@ -15,8 +16,17 @@ use super::{
     rules::{
         EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule,
     },
-    Datapath, DatapathError, EndpointKey, EndpointSettings, Hook,
+    Datapath, DatapathError, DatapathOptions, EndpointKey, EndpointSettings, Hook,
 };
+use crate::lab::topology::{PodPair, TopologyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("the benchmark's namespaces: {0}")]
+    Topology(#[from] TopologyError),
+}
 
 pub const RULE_COUNTS: [u32; 4] = [10, 1_000, 10_000, 100_000];
 /// Runs per measurement where the packet can repeat (the kernel's own loop).
@@ -36,7 +46,10 @@ pub enum Family {
 pub struct Row {
     pub rules: u32,
     pub family: Family,
+    /// The pass-through program, the packet repeated by the kernel's own loop.
     pub floor: f64,
+    /// The pass-through program, one run per call (how new flows must be measured).
+    pub floor_one_run: f64,
     pub established: f64,
     pub new_allowed: f64,
     pub new_denied: f64,
@@ -78,17 +91,62 @@ fn measure(
     let established = per_packet(datapath, Hook::Ingress, endpoint, &tracked)?;
     let new_denied = per_packet(datapath, Hook::Ingress, endpoint, &denied)?;
     let mut total = Duration::ZERO;
+    let mut floor_total = Duration::ZERO;
     for source_port in 0..NEW_FLOWS {
         let new = frame(allowed_peer, pod(family), 10000 + source_port, POD_PORT);
         total += datapath.test_run(Hook::Ingress, endpoint, &new, 1)?.per_run;
+        floor_total += datapath
+            .test_run(Hook::Passthrough, endpoint, &new, 1)?
+            .per_run;
     }
+    let mean = |total: Duration| total.as_nanos() as f64 / f64::from(NEW_FLOWS);
     Ok(Row {
         rules,
         family,
         floor,
+        floor_one_run: mean(floor_total),
         established,
-        new_allowed: total.as_nanos() as f64 / f64::from(NEW_FLOWS),
+        new_allowed: mean(total),
         new_denied,
+    })
+}
+
+/// Median time to attach one interface and program it, cold (its classifiers loaded and
+/// verified then, as every attach did before the pool) and from a full pool.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachTimes {
+    pub rounds: u32,
+    pub cold: Duration,
+    pub pooled: Duration,
+}
+
+/// Attaches, programs and detaches the server interface of a fresh pod pair `rounds`
+/// times in each style (scratch pins, so nothing of the node's own is touched).
+pub fn attach_latency(rounds: u32) -> Result<AttachTimes, BenchError> {
+    let pods = PodPair::create("bench")?;
+    let target = pods.server_interface();
+    let policy = policy(10, Family::V4);
+    let addresses = [IpAddr::from(PodPair::SERVER_ADDRESS)];
+    let style = |pool_size: usize| -> Result<Duration, BenchError> {
+        let pins = ScratchPinRoot::create("bench-attach");
+        let mut datapath = Datapath::load_with(pins.root().clone(), DatapathOptions { pool_size })?;
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            // Steady state: the refill of the previous round is done.
+            datapath.fill_pool();
+            let start = Instant::now();
+            let endpoint = datapath.attach(&target)?;
+            datapath.program(&endpoint, &policy, &addresses, EndpointSettings::default())?;
+            times.push(start.elapsed());
+            datapath.detach(&target)?;
+        }
+        times.sort_unstable();
+        Ok(times[times.len() / 2])
+    };
+    Ok(AttachTimes {
+        rounds,
+        cold: style(0)?,
+        pooled: style(DatapathOptions::default().pool_size)?,
     })
 }
 
@@ -158,27 +216,42 @@ fn v6(address: IpAddr) -> Ipv6Addr {
     }
 }
 
-/// The rows as a Markdown table, ratios against the floor of the same row.
+/// The rows as a Markdown table, ratios against the floor of the same row measured the
+/// same way: repeated runs against the repeated floor, one-run new flows against the
+/// one-run floor.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| rules | family | floor ns | established ns (x floor) | new allowed ns (x floor) | new denied ns (x floor) |\n\
-         | ---: | --- | ---: | ---: | ---: | ---: |\n",
+        "| rules | family | floor ns | established ns (x floor) | new denied ns (x floor) | floor ns, one run | new allowed ns, one run (x one-run floor) |\n\
+         | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let ratio = |ns: f64| format!("{ns:.0} ({:.2}x)", ns / row.floor);
+        let ratio = |ns: f64, floor: f64| format!("{ns:.0} ({:.2}x)", ns / floor);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.0} | {} |",
             row.rules,
             match row.family {
                 Family::V4 => "IPv4",
                 Family::V6 => "IPv6",
             },
             row.floor,
-            ratio(row.established),
-            ratio(row.new_allowed),
-            ratio(row.new_denied),
+            ratio(row.established, row.floor),
+            ratio(row.new_denied, row.floor),
+            row.floor_one_run,
+            ratio(row.new_allowed, row.floor_one_run),
         );
     }
     out
+}
+
+/// The attach figures as one Markdown line.
+pub fn attach_markdown(times: &AttachTimes) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    format!(
+        "attach one endpoint (attach both hooks + program a 10-rule policy, median of {}): \
+         {:.1} ms before-style cold load vs {:.1} ms from the pool\n",
+        times.rounds,
+        ms(times.cold),
+        ms(times.pooled)
+    )
 }

@@ -1,5 +1,6 @@
-//! Compiles an [`EndpointPolicy`] into the entries of the `PEERS` and `PORTS` LPM maps
-//! (layouts in `netwarden_common`). Pure: no I/O, deterministic output.
+//! Compiles an [`EndpointPolicy`] into the entries of the peer tables (`PEER_HOSTS` exact,
+//! `PEERS` LPM) and the port tables (`PORT_EXACT` exact, `PORTS` LPM); layouts in
+//! `netwarden_common`. Pure: no I/O, deterministic output.
 //!
 //! Per direction, a packet is allowed when some rule admits both its peer and its
 //! (protocol, port). The kernel cannot loop over rules, so the union is computed here:
@@ -8,6 +9,13 @@
 //!   inner prefixes inheriting what their enclosing prefixes allow);
 //! - each distinct rule set becomes a peer class, whose allowed ports are the union of its
 //!   rules' ports, cut into aligned power-of-two port blocks (one LPM prefix each).
+//!
+//! Host prefixes (/32, /128) go to `PEER_HOSTS` and single-port blocks to `PORT_EXACT`,
+//! which the kernel asks first: a host entry is the longest prefix an address can match
+//! and the blocks are disjoint, so a hit there is what the LPM would have answered, and
+//! the common case (pods as peers, single ports) never walks a trie. The endpoint flags
+//! say which directions still have `PEERS` entries and the peer flags which classes have
+//! `PORTS` entries, so a miss is final where the trie has nothing to add.
 //!
 //! Addresses are 16 bytes: IPv4 as v4-mapped `::ffff:a.b.c.d`. An IPv6 block therefore
 //! never covers `::ffff:0:0/96`: IPv4 peers only ever appear there, and an IPv6 block does
@@ -36,16 +44,27 @@ pub struct LpmEntry<K, V> {
     pub value: V,
 }
 
+/// One entry of an exact-match hash map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashEntry<K, V> {
+    pub key: K,
+    pub value: V,
+}
+
 /// Everything one endpoint's policy puts into the maps for one table generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompiledTables {
     pub endpoint: u32,
     pub generation: u8,
-    /// `endpoint_flags::INGRESS_ISOLATED` / `EGRESS_ISOLATED` (only these bits).
+    /// `endpoint_flags`: `*_ISOLATED` and `*_PEER_PREFIXES` (only these bits).
     pub flags: u32,
-    /// `PEERS` entries, sorted by (direction, address, prefix length).
+    /// `PEER_HOSTS` entries (host prefixes), sorted by (direction, address).
+    pub hosts: Vec<HashEntry<PeerKey, PeerValue>>,
+    /// `PEERS` entries (the other prefixes), sorted by (direction, address, length).
     pub peers: Vec<LpmEntry<PeerKey, PeerValue>>,
-    /// `PORTS` entries, sorted by (direction, class, protocol, port).
+    /// `PORT_EXACT` entries (single ports), sorted by (direction, class, protocol, port).
+    pub exact_ports: Vec<HashEntry<PortKey, PortValue>>,
+    /// `PORTS` entries (blocks of several ports), sorted like `exact_ports`.
     pub ports: Vec<LpmEntry<PortKey, PortValue>>,
     /// Userspace only (explain): for each (direction, class), the indices of the rules of
     /// that direction whose peers the class stands for, ascending.
@@ -75,6 +94,14 @@ pub const fn isolation_flag(d: Direction) -> u32 {
     }
 }
 
+/// The `endpoint_flags` bit saying `PEERS` holds entries of `d`.
+pub const fn peer_prefixes_flag(d: Direction) -> u32 {
+    match d {
+        Direction::Ingress => endpoint_flags::INGRESS_PEER_PREFIXES,
+        Direction::Egress => endpoint_flags::EGRESS_PEER_PREFIXES,
+    }
+}
+
 /// An address as the maps store it: IPv6 as is, IPv4 v4-mapped.
 pub fn map_address(address: IpAddr) -> u128 {
     match address {
@@ -89,7 +116,9 @@ pub fn compile(endpoint: u32, generation: u8, policy: &EndpointPolicy) -> Compil
         endpoint,
         generation,
         flags: 0,
+        hosts: Vec::new(),
         peers: Vec::new(),
+        exact_ports: Vec::new(),
         ports: Vec::new(),
         classes: BTreeMap::new(),
     };
@@ -255,6 +284,7 @@ fn compile_direction(tables: &mut CompiledTables, d: Direction, rules: &[Rule]) 
     let dir = direction_byte(d);
 
     let mut allow_all = BTreeSet::new();
+    let mut port_ranges = BTreeSet::new();
     for (set, &class) in &class_of {
         tables.classes.insert((d, class), set.to_vec());
         if set.iter().any(|&r| rules[r as usize].ports == Ports::Any) {
@@ -272,20 +302,27 @@ fn compile_direction(tables: &mut CompiledTables, d: Direction, rules: &[Rule]) 
             });
             for (first, last, rule) in disjoint_ranges(ranges.collect()) {
                 for (port, bits) in aligned_blocks(first, last) {
-                    tables.ports.push(LpmEntry {
-                        prefix_len: PORT_KEY_HEADER_BITS + bits,
-                        key: PortKey {
-                            endpoint: tables.endpoint,
-                            direction: dir,
-                            generation: tables.generation,
-                            protocol: protocol.number(),
-                            _pad: 0,
-                            class,
-                            port: port.to_be_bytes(),
-                            _pad2: [0; 2],
-                        },
-                        value: PortValue { rule },
-                    });
+                    let key = PortKey {
+                        endpoint: tables.endpoint,
+                        direction: dir,
+                        generation: tables.generation,
+                        protocol: protocol.number(),
+                        _pad: 0,
+                        class,
+                        port: port.to_be_bytes(),
+                        _pad2: [0; 2],
+                    };
+                    let value = PortValue { rule };
+                    if bits == 16 {
+                        tables.exact_ports.push(HashEntry { key, value });
+                    } else {
+                        port_ranges.insert(class);
+                        tables.ports.push(LpmEntry {
+                            prefix_len: PORT_KEY_HEADER_BITS + bits,
+                            key,
+                            value,
+                        });
+                    }
                 }
             }
         }
@@ -293,24 +330,31 @@ fn compile_direction(tables: &mut CompiledTables, d: Direction, rules: &[Rule]) 
 
     for (prefix, set) in &partition {
         let class = class_of[set];
-        tables.peers.push(LpmEntry {
-            prefix_len: PEER_KEY_HEADER_BITS + u32::from(prefix.len),
-            key: PeerKey {
-                endpoint: tables.endpoint,
-                direction: dir,
-                generation: tables.generation,
-                _pad: [0; 2],
-                addr: prefix.base.to_be_bytes(),
-            },
-            value: PeerValue {
-                class,
-                flags: if allow_all.contains(&class) {
-                    peer_flags::ALLOW_ALL
-                } else {
-                    0
-                },
-            },
-        });
+        let mut flags = 0;
+        if allow_all.contains(&class) {
+            flags |= peer_flags::ALLOW_ALL;
+        }
+        if port_ranges.contains(&class) {
+            flags |= peer_flags::PORT_RANGES;
+        }
+        let key = PeerKey {
+            endpoint: tables.endpoint,
+            direction: dir,
+            generation: tables.generation,
+            _pad: [0; 2],
+            addr: prefix.base.to_be_bytes(),
+        };
+        let value = PeerValue { class, flags };
+        if prefix.len == 128 {
+            tables.hosts.push(HashEntry { key, value });
+        } else {
+            tables.flags |= peer_prefixes_flag(d);
+            tables.peers.push(LpmEntry {
+                prefix_len: PEER_KEY_HEADER_BITS + u32::from(prefix.len),
+                key,
+                value,
+            });
+        }
     }
 }
 
@@ -447,7 +491,11 @@ mod tests {
                 ports: Ports::Any,
             }]),
         );
-        assert_eq!(tables.flags, endpoint_flags::INGRESS_ISOLATED);
+        assert_eq!(
+            tables.flags,
+            endpoint_flags::INGRESS_ISOLATED | endpoint_flags::INGRESS_PEER_PREFIXES
+        );
+        assert!(tables.hosts.is_empty());
         // 10/8 minus 10.1/16: 10.0/16, 10.2/15, 10.4/14, ..., 10.128/9.
         assert_eq!(tables.peers.len(), 8);
         let first = &tables.peers[0];
@@ -460,7 +508,7 @@ mod tests {
             .peers
             .iter()
             .all(|e| e.value.flags == peer_flags::ALLOW_ALL && e.value.class == 0));
-        assert!(tables.ports.is_empty());
+        assert!(tables.ports.is_empty() && tables.exact_ports.is_empty());
     }
 
     #[test]
@@ -490,7 +538,7 @@ mod tests {
             vec![0, 1]
         );
         let inner_ports: Vec<(u16, u32)> = tables
-            .ports
+            .exact_ports
             .iter()
             .filter(|p| p.key.class == inner.value.class)
             .map(|p| (u16::from_be_bytes(p.key.port), p.value.rule))
@@ -539,8 +587,54 @@ mod tests {
                 ports: Ports::Matches(vec![tcp(8080, 8080)]),
             }]),
         );
-        assert_eq!(tables.peers.len(), 100_000);
+        assert_eq!(tables.hosts.len(), 100_000);
+        assert!(tables.peers.is_empty());
+        assert_eq!(tables.flags, endpoint_flags::INGRESS_ISOLATED);
         assert_eq!(tables.classes.len(), 1);
-        assert_eq!(tables.ports.len(), 1);
+        assert_eq!(tables.exact_ports.len(), 1);
+        assert!(tables.ports.is_empty());
+        assert!(tables.hosts.iter().all(|e| e.value.flags == 0));
+    }
+
+    #[test]
+    fn hosts_and_single_ports_go_to_the_hashes_ranges_to_the_tries() {
+        let tables = compile(
+            1,
+            0,
+            &ingress(vec![
+                Rule {
+                    peers: Peers::Blocks(vec![block("10.0.0.0/8", &[]), block("10.1.2.3/32", &[])]),
+                    ports: Ports::Matches(vec![tcp(80, 80)]),
+                },
+                Rule {
+                    peers: Peers::Blocks(vec![block("2001:db8::1/128", &[])]),
+                    ports: Ports::Matches(vec![tcp(8000, 8003), tcp(443, 443)]),
+                },
+            ]),
+        );
+        // 10.1.2.3 is inside 10/8 with the same rule: the LPM entry answers for it.
+        assert_eq!(tables.peers.len(), 1);
+        assert_eq!(tables.hosts.len(), 1);
+        let host = tables.hosts[0];
+        assert_eq!(
+            host.key.addr,
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert_eq!(host.value.flags, peer_flags::PORT_RANGES);
+        assert_eq!(
+            tables.flags,
+            endpoint_flags::INGRESS_ISOLATED | endpoint_flags::INGRESS_PEER_PREFIXES
+        );
+        let exact: Vec<u16> = tables
+            .exact_ports
+            .iter()
+            .map(|e| u16::from_be_bytes(e.key.port))
+            .collect();
+        assert_eq!(exact, vec![80, 443]);
+        assert_eq!(tables.ports.len(), 1, "8000-8003 is one aligned block");
+        assert_eq!(tables.ports[0].key.class, host.value.class);
     }
 }

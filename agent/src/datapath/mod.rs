@@ -2,11 +2,12 @@
 //! pod interfaces inside their network namespaces, and writes the tables they read.
 //!
 //! Everything lives under one bpffs directory ([`pins::PinRoot`]): maps, programs and the
-//! TCX links. A restarted agent adopts them, so enforcement never stops while it is down
-//! and nothing is attached twice. Table layouts and the per-packet algorithm are documented
+//! TCX links (or records of the cls_bpf filters). A restarted agent adopts them, so
+//! enforcement never stops while it is down and nothing is attached twice. Table layouts and the per-packet algorithm are documented
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
 pub mod bench;
+mod clsact;
 pub mod compile;
 mod counters;
 mod events;
@@ -15,7 +16,9 @@ pub mod model;
 mod object;
 mod occupancy;
 pub mod pins;
+mod pool;
 pub mod rules;
+mod slots;
 mod tables;
 mod test_run;
 
@@ -24,9 +27,10 @@ use std::path::PathBuf;
 use aya::Ebpf;
 use netwarden_cni::InterfaceName;
 
-pub use attach::endpoint_key;
+pub use attach::{endpoint_key, AttachMode};
 pub use counters::{DirectionCounters, EndpointCounters};
 pub use events::{DatapathEvent, Reason, Verdict, VerdictEvents};
+pub use loader::DatapathOptions;
 pub use netwarden_common::EndpointKey;
 pub use tables::{addr16, EndpointSettings};
 pub use test_run::{Hook, TestRunOutcome};
@@ -73,8 +77,14 @@ pub enum DatapathError {
     },
     #[error("endpoint (netns cookie {}, ifindex {}) is not programmed", .0.netns_cookie, .0.ifindex)]
     NotProgrammed(EndpointKey),
-    #[error("every endpoint id is in use")]
-    NoFreeEndpointId,
+    #[error("all {} endpoint slots are in use: detach interfaces that are gone", netwarden_common::MAX_SLOTS - 1)]
+    NoFreeSlot,
+    #[error("cannot map eBPF map {map} into memory: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("BPF_PROG_TEST_RUN of {program}: {source}")]
     TestRun {
         program: &'static str,
@@ -103,13 +113,17 @@ impl std::fmt::Display for InterfaceTarget {
 /// The loaded eBPF object and its pins. One per process.
 ///
 /// `shared` is the first load: it creates (or adopts) the pinned maps, owns the log reader
-/// and the pass-through program. Each attached endpoint gets its own instance of the
-/// classifiers in `instances`, with its [`EndpointKey`] compiled in (see the eBPF
-/// `endpoint()` for why); every instance uses the same pinned maps.
+/// and the pass-through program. Each endpoint gets a slot in `ENDPOINTS` and its own
+/// instance of the classifiers in `instances`, with that slot compiled in (see the eBPF
+/// `endpoint()` for why); every instance uses the same pinned maps. `pool` holds
+/// instances loaded ahead of time for slots not given out yet.
 pub struct Datapath {
     shared: Ebpf,
-    instances: std::collections::HashMap<EndpointKey, Ebpf>,
+    instances: std::collections::HashMap<EndpointKey, pool::Instance>,
+    slots: slots::Slots,
+    pool: pool::Pool,
     pins: pins::PinRoot,
+    attach_mode: AttachMode,
     /// Table entries written per (endpoint id, generation), so a table swap deletes
     /// exactly the old generation without scanning the maps (rebuilt by a scan for
     /// endpoints programmed by an earlier process).

@@ -6,13 +6,15 @@ mod lpm;
 pub mod packet;
 pub mod scenario;
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
-use netwarden_common::{peer_flags, PeerKey, PeerValue, PortKey, PortValue, PEER_KEY_HEADER_BITS};
+use netwarden_common::{
+    peer_flags, EndpointConfig, PeerKey, PeerValue, PortKey, PortValue, PEER_KEY_HEADER_BITS,
+};
 
 use self::lpm::Lpm;
 use super::{
-    compile::{direction_byte, map_address, CompiledTables},
+    compile::{direction_byte, map_address, peer_prefixes_flag, CompiledTables},
     rules::Direction,
 };
 
@@ -45,10 +47,12 @@ pub enum Verdict {
     Denied,
 }
 
-/// `PEERS` and `PORTS` indexed for lookups, as the kernel's LPM tries answer them.
+/// The four tables indexed for lookups, as the kernel's hashes and LPM tries answer them.
 #[derive(Debug, Clone)]
 pub struct TableModel {
+    hosts: HashMap<PeerKey, PeerValue>,
     peers: Lpm<PeerValue>,
+    exact_ports: HashMap<PortKey, PortValue>,
     ports: Lpm<PortValue>,
 }
 
@@ -56,36 +60,49 @@ impl TableModel {
     /// Indexes `tables` (entries with the same masked key: the later one wins, like a map
     /// update).
     pub fn new(tables: &CompiledTables) -> Self {
+        let hosts = tables.hosts.iter().map(|e| (e.key, e.value)).collect();
         let mut peers = Lpm::default();
         for e in &tables.peers {
             peers.insert(e.prefix_len, peer_key_bytes(&e.key), e.value);
         }
+        let exact_ports = tables
+            .exact_ports
+            .iter()
+            .map(|e| (e.key, e.value))
+            .collect();
         let mut ports = Lpm::default();
         for e in &tables.ports {
             ports.insert(e.prefix_len, port_key_bytes(&e.key), e.value);
         }
-        Self { peers, ports }
+        Self {
+            hosts,
+            peers,
+            exact_ports,
+            ports,
+        }
     }
 
-    /// Looks a new flow up under the keys (`endpoint`, `direction`, `generation`), exactly
-    /// as the kernel does after it found the direction isolated: `PEERS` on the peer, then
-    /// either `ALLOW_ALL` or `PORTS` on (class, protocol, destination port).
+    /// Looks a new flow up under `config`'s keys (endpoint, generation) and flags, exactly
+    /// as the kernel does after it found the direction isolated: the peer's class from
+    /// `PEER_HOSTS`, else `PEERS` if the direction has prefixes; then either `ALLOW_ALL`
+    /// or (class, protocol, destination port) in `PORT_EXACT`, else `PORTS` if the class
+    /// has ranges.
     pub fn lookup(
         &self,
-        endpoint: u32,
-        generation: u8,
+        config: &EndpointConfig,
         direction: Direction,
         peer: IpAddr,
         l4: L4,
     ) -> Verdict {
         let peer_key = PeerKey {
-            endpoint,
+            endpoint: config.id,
             direction: direction_byte(direction),
-            generation,
+            // The kernel keys the tables with the live generation's low byte.
+            generation: config.generation as u8,
             _pad: [0; 2],
             addr: map_address(peer).to_be_bytes(),
         };
-        let Some(peer) = self.peers.lookup(&peer_key_bytes(&peer_key)) else {
+        let Some(peer) = self.peer_class(config, direction, &peer_key) else {
             return Verdict::Denied;
         };
         if peer.flags & peer_flags::ALLOW_ALL != 0 {
@@ -101,16 +118,16 @@ impl TableModel {
             L4::Portless => return Verdict::Denied,
         };
         let port_key = PortKey {
-            endpoint,
+            endpoint: config.id,
             direction: direction_byte(direction),
-            generation,
+            generation: config.generation as u8,
             protocol,
             _pad: 0,
             class: peer.class,
             port: port.to_be_bytes(),
             _pad2: [0; 2],
         };
-        match self.ports.lookup(&port_key_bytes(&port_key)) {
+        match self.port_rule(&peer, &port_key) {
             Some(value) => Verdict::Allowed {
                 class: peer.class,
                 rule: Some(value.rule),
@@ -118,13 +135,51 @@ impl TableModel {
             None => Verdict::Denied,
         }
     }
+
+    /// The peer's entry: its host entry, else its longest prefix (when there are any).
+    fn peer_class(
+        &self,
+        config: &EndpointConfig,
+        direction: Direction,
+        key: &PeerKey,
+    ) -> Option<PeerValue> {
+        if let Some(host) = self.hosts.get(key) {
+            return Some(*host);
+        }
+        if config.flags & peer_prefixes_flag(direction) == 0 {
+            return None;
+        }
+        self.peers.lookup(&peer_key_bytes(key))
+    }
+
+    /// The port's entry for the class: its single-port entry, else its block (when the
+    /// class has any).
+    fn port_rule(&self, peer: &PeerValue, key: &PortKey) -> Option<PortValue> {
+        if let Some(exact) = self.exact_ports.get(key) {
+            return Some(*exact);
+        }
+        if peer.flags & peer_flags::PORT_RANGES == 0 {
+            return None;
+        }
+        self.ports.lookup(&port_key_bytes(key))
+    }
+}
+
+/// The configuration the kernel would run `tables` under (revision 1, no settings).
+pub fn config_of(tables: &CompiledTables) -> EndpointConfig {
+    EndpointConfig {
+        id: tables.endpoint,
+        flags: tables.flags,
+        generation: u32::from(tables.generation),
+        revision: 1,
+    }
 }
 
 /// One-off lookup in `tables` under their own endpoint and generation (for `explain`;
 /// build a [`TableModel`] to look up many flows). Isolation is the caller's business:
 /// see [`CompiledTables::is_isolated`].
 pub fn lookup(tables: &CompiledTables, direction: Direction, peer: IpAddr, l4: L4) -> Verdict {
-    TableModel::new(tables).lookup(tables.endpoint, tables.generation, direction, peer, l4)
+    TableModel::new(tables).lookup(&config_of(tables), direction, peer, l4)
 }
 
 /// The key data bytes as the kernel sees them (`repr(C)` field order, native endianness).
@@ -149,7 +204,10 @@ fn port_key_bytes(k: &PortKey) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    use std::{collections::BTreeSet, net::Ipv4Addr};
+    use std::{
+        collections::{BTreeSet, HashSet},
+        net::Ipv4Addr,
+    };
 
     use proptest::{prelude::*, test_runner::RngSeed};
 
@@ -200,6 +258,7 @@ mod tests {
         let scenario = Scenario::generate(seed);
         let tables = compile(3, 1, &scenario.policy);
         let model = TableModel::new(&tables);
+        let config = config_of(&tables);
         for probe in &scenario.probes {
             let Isolation::Isolated(rules) = scenario.policy.direction(probe.direction) else {
                 assert!(!tables.is_isolated(probe.direction));
@@ -207,7 +266,7 @@ mod tests {
             };
             assert!(tables.is_isolated(probe.direction));
             let (by_peer, by_both) = direct(rules, probe.peer, probe.l4);
-            let got = model.lookup(3, 1, probe.direction, probe.peer, probe.l4);
+            let got = model.lookup(&config, probe.direction, probe.peer, probe.l4);
             let context = format!("seed {seed}, {probe:?}, got {got:?}");
             match got {
                 Verdict::Denied => assert!(by_both.is_empty(), "{context}: denied"),
@@ -232,10 +291,18 @@ mod tests {
                 }
             }
             // Another generation or endpoint sees nothing of these tables.
-            assert_eq!(
-                model.lookup(3, 0, probe.direction, probe.peer, probe.l4),
-                Verdict::Denied
-            );
+            for other in [
+                EndpointConfig {
+                    generation: 0,
+                    ..config
+                },
+                EndpointConfig { id: 4, ..config },
+            ] {
+                assert_eq!(
+                    model.lookup(&other, probe.direction, probe.peer, probe.l4),
+                    Verdict::Denied
+                );
+            }
         }
     }
 
@@ -265,13 +332,22 @@ mod tests {
             check_scenario(seed);
         }
 
+        /// The hashes in front of the tries change no answer: hash, then trie (when the
+        /// flags say it holds something) equals one longest-prefix scan over all entries.
         #[test]
-        fn lpm_index_agrees_with_a_scan(seed in any::<u64>()) {
+        fn hash_then_lpm_agrees_with_a_scan_of_every_entry(seed in any::<u64>()) {
             let scenario = Scenario::generate(seed);
             let tables = compile(3, 1, &scenario.policy);
             let model = TableModel::new(&tables);
-            let peers: Vec<_> = tables.peers.iter().map(|e| (peer_key_bytes(&e.key), e.prefix_len, e.value)).collect();
-            let ports: Vec<_> = tables.ports.iter().map(|e| (port_key_bytes(&e.key), e.prefix_len, e.value)).collect();
+            let config = config_of(&tables);
+            let full_peer = PEER_KEY_HEADER_BITS + 128;
+            let peers: Vec<_> = tables.peers.iter().map(|e| (peer_key_bytes(&e.key), e.prefix_len, e.value))
+                .chain(tables.hosts.iter().map(|e| (peer_key_bytes(&e.key), full_peer, e.value)))
+                .collect();
+            let full_port = netwarden_common::PORT_KEY_HEADER_BITS + 16;
+            let ports: Vec<_> = tables.ports.iter().map(|e| (port_key_bytes(&e.key), e.prefix_len, e.value))
+                .chain(tables.exact_ports.iter().map(|e| (port_key_bytes(&e.key), full_port, e.value)))
+                .collect();
             for probe in &scenario.probes {
                 let key = PeerKey {
                     endpoint: 3,
@@ -280,27 +356,30 @@ mod tests {
                     _pad: [0; 2],
                     addr: map_address(probe.peer).to_be_bytes(),
                 };
-                let bytes = peer_key_bytes(&key);
-                prop_assert_eq!(model.peers.lookup(&bytes), scan(&peers, &bytes), "seed {}", seed);
+                let class = model.peer_class(&config, probe.direction, &key);
+                prop_assert_eq!(class, scan(&peers, &peer_key_bytes(&key)), "seed {}", seed);
                 let (protocol, port) = match probe.l4 {
                     L4::Tcp { dst_port } => (6, dst_port),
                     L4::Udp { dst_port } => (17, dst_port),
                     L4::Sctp { dst_port } => (132, dst_port),
                     L4::Portless => continue,
                 };
-                for &(direction, class) in tables.classes.keys() {
+                let classes: HashSet<(u8, PeerValue)> = tables.hosts.iter().map(|e| (e.key.direction, e.value))
+                    .chain(tables.peers.iter().map(|e| (e.key.direction, e.value)))
+                    .collect();
+                for (direction, value) in classes {
                     let key = PortKey {
                         endpoint: 3,
-                        direction: direction_byte(direction),
+                        direction,
                         generation: 1,
                         protocol,
                         _pad: 0,
-                        class,
+                        class: value.class,
                         port: port.to_be_bytes(),
                         _pad2: [0; 2],
                     };
-                    let bytes = port_key_bytes(&key);
-                    prop_assert_eq!(model.ports.lookup(&bytes), scan(&ports, &bytes), "seed {}", seed);
+                    let got = model.port_rule(&value, &key);
+                    prop_assert_eq!(got, scan(&ports, &port_key_bytes(&key)), "seed {}", seed);
                 }
             }
         }

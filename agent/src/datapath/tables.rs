@@ -1,20 +1,20 @@
 //! The table writer: compiles an endpoint's policy (`compile.rs`) into the generation not
-//! in use, puts the entries into `PEERS`/`PORTS`, its addresses into `ADDRESSES`, and
-//! flips `ENDPOINTS` so packets switch tables at once.
+//! in use, puts the entries into the peer and port tables, its addresses into
+//! `ADDRESSES`, and flips the endpoint's slot so packets switch tables at once.
 //!
 //! Order of a swap: write the new generation's entries (invisible: the live config still
-//! names the old generation), replace the `ENDPOINTS` value in one update (new generation,
-//! revision + 1, flags), then delete the old generation. A packet sees the old table or
-//! the new one, never a mix.
+//! names the old generation), replace the slot's state word in one atomic store (new
+//! generation, revision + 1, flags), then delete the old generation. A packet sees the old
+//! table or the new one, never a mix.
 use std::{collections::HashMap as StdHashMap, net::IpAddr};
 
 use aya::maps::{
     lpm_trie::{Key, LpmTrie},
-    HashMap, MapData, PerCpuHashMap,
+    HashMap, MapData,
 };
 use netwarden_common::{
-    endpoint_flags, names, Addr, AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey,
-    FlowKey, FlowState, PeerKey, PeerValue, PortKey, PortValue,
+    endpoint_flags, names, Addr, AddressKey, EndpointConfig, EndpointKey, FlowKey, FlowState,
+    PeerKey, PeerValue, PortKey, PortValue,
 };
 
 use super::{compile, rules::EndpointPolicy, Datapath, DatapathError};
@@ -51,15 +51,28 @@ impl Default for EndpointSettings {
 }
 
 /// The keys of one endpoint's live generation, as this process wrote them.
+#[derive(Default)]
 struct Written {
-    generation: u8,
+    hosts: Vec<PeerKey>,
     peers: Vec<Key<PeerKey>>,
+    exact_ports: Vec<PortKey>,
     ports: Vec<Key<PortKey>>,
 }
 
-/// Per endpoint id: the live generation's keys.
+/// Per endpoint id: the live generation's keys. An id is here only when this process
+/// knows every table entry of it; for the others (slots adopted from an earlier process)
+/// a swap finds what to delete by scanning the maps, which costs milliseconds for the
+/// big hashes.
 #[derive(Default)]
 pub(super) struct WrittenIndex(StdHashMap<u32, Written>);
+
+impl WrittenIndex {
+    /// `id` was just given out: it has no entries (a slot is freed only after all of
+    /// them are deleted).
+    pub(super) fn fresh(&mut self, id: u32) {
+        self.0.insert(id, Written::default());
+    }
+}
 
 impl Datapath {
     /// Replaces the policy, addresses and settings of an attached endpoint in one step as
@@ -71,24 +84,23 @@ impl Datapath {
         addresses: &[IpAddr],
         settings: EndpointSettings,
     ) -> Result<EndpointConfig, DatapathError> {
-        let current = self.endpoint_config(endpoint)?;
-        let id = match current {
-            Some(config) => config.id,
-            None => self.free_endpoint_id()?,
-        };
+        let id = self.slot(endpoint)?;
+        let current = self.slots.config(id);
         let generation = current.map_or(0, |c| c.generation as u8 ^ 1);
         let tables = compile::compile(id, generation, policy);
-        let stale = |key_endpoint: u32, key_generation: u8| {
-            key_endpoint == id && key_generation == generation
-        };
-        // Leftovers of an interrupted earlier write in the generation about to be filled.
-        if !self.written.0.contains_key(&id) {
-            remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
-                stale(k.endpoint, k.generation)
-            })?;
-            remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
-                stale(k.endpoint, k.generation)
-            })?;
+        // Taken out while the maps change: if this fails midway, the next swap scans.
+        let known = self.written.0.remove(&id);
+        if known.is_none() {
+            // Leftovers of an interrupted earlier write in the generation to be filled.
+            self.remove_generation(id, Some(generation))?;
+        }
+        let mut host_map = self.peer_hosts_map()?;
+        let mut written_hosts = Vec::with_capacity(tables.hosts.len());
+        for entry in &tables.hosts {
+            host_map
+                .insert(entry.key, entry.value, 0)
+                .map_err(map_error(names::MAP_PEER_HOSTS))?;
+            written_hosts.push(entry.key);
         }
         let mut peer_map = self.peers_map()?;
         let mut written_peers = Vec::with_capacity(tables.peers.len());
@@ -98,6 +110,14 @@ impl Datapath {
                 .insert(&key, entry.value, 0)
                 .map_err(map_error(names::MAP_PEERS))?;
             written_peers.push(key);
+        }
+        let mut exact_map = self.port_exact_map()?;
+        let mut written_exact = Vec::with_capacity(tables.exact_ports.len());
+        for entry in &tables.exact_ports {
+            exact_map
+                .insert(entry.key, entry.value, 0)
+                .map_err(map_error(names::MAP_PORT_EXACT))?;
+            written_exact.push(entry.key);
         }
         let mut port_map = self.ports_map()?;
         let mut written_ports = Vec::with_capacity(tables.ports.len());
@@ -126,34 +146,15 @@ impl Datapath {
             id,
             flags: tables.flags | settings.flags(),
             generation: u32::from(generation),
-            revision: current.map_or(1, |c| c.revision.wrapping_add(1)),
+            // Never 0: a zero state word means "not programmed".
+            revision: current.map_or(1, |c| c.revision.wrapping_add(1).max(1)),
         };
-        self.endpoints_map()?
-            .insert(endpoint, config, 0)
-            .map_err(map_error(names::MAP_ENDPOINTS))?;
+        self.slots.set_config(&config);
 
         // Now unreachable: the old generation and addresses no longer assigned.
-        let old_generation = generation ^ 1;
-        match self.written.0.remove(&id) {
-            Some(old) if current.is_some() => {
-                let mut peer_map = self.peers_map()?;
-                for key in &old.peers {
-                    remove_ignoring_missing(peer_map.remove(key), names::MAP_PEERS)?;
-                }
-                let mut port_map = self.ports_map()?;
-                for key in &old.ports {
-                    remove_ignoring_missing(port_map.remove(key), names::MAP_PORTS)?;
-                }
-                debug_assert_eq!(old.generation, old_generation);
-            }
-            _ => {
-                remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
-                    k.endpoint == id && k.generation == old_generation
-                })?;
-                remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
-                    k.endpoint == id && k.generation == old_generation
-                })?;
-            }
+        match known {
+            Some(old) => self.remove_written(&old)?,
+            None => self.remove_generation(id, Some(generation ^ 1))?,
         }
         remove_matching(
             self.addresses_map()?,
@@ -163,8 +164,9 @@ impl Datapath {
         self.written.0.insert(
             id,
             Written {
-                generation,
+                hosts: written_hosts,
                 peers: written_peers,
+                exact_ports: written_exact,
                 ports: written_ports,
             },
         );
@@ -176,25 +178,23 @@ impl Datapath {
         &mut self,
         endpoint: &EndpointKey,
     ) -> Result<Option<EndpointConfig>, DatapathError> {
-        match self.endpoints_map()?.get(endpoint, 0) {
-            Ok(config) => Ok(Some(config)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_error(names::MAP_ENDPOINTS)(e)),
-        }
+        Ok(self
+            .slots
+            .slot_of(endpoint)
+            .and_then(|slot| self.slots.config(slot)))
     }
 
-    /// Removes every entry of `endpoint` from every map: tables, addresses, flows, counters.
-    /// Its id may then be given to another endpoint without inheriting anything.
+    /// Removes every entry of `endpoint` from every map (tables, addresses, flows,
+    /// counters) and takes its slot back, which may then be given to another endpoint
+    /// without inheriting anything.
     pub(super) fn free(&mut self, endpoint: &EndpointKey) -> Result<(), DatapathError> {
-        let Some(config) = self.endpoint_config(endpoint)? else {
+        let Some(id) = self.slots.slot_of(endpoint) else {
             return Ok(());
         };
-        let id = config.id;
         // First the config: from here on packets are dropped as not programmed.
-        remove_ignoring_missing(self.endpoints_map()?.remove(endpoint), names::MAP_ENDPOINTS)?;
+        self.slots.unprogram(id);
         self.written.0.remove(&id);
-        remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| k.endpoint == id)?;
-        remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| k.endpoint == id)?;
+        self.remove_generation(id, None)?;
         remove_matching(
             self.addresses_map()?,
             names::MAP_ADDRESSES,
@@ -205,11 +205,51 @@ impl Datapath {
         remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
             k.endpoint == id
         })?;
-        let counters: PerCpuHashMap<_, CounterKey, Counter> =
-            self.typed_map(names::MAP_COUNTERS)?;
-        remove_matching(counters, names::MAP_COUNTERS, |k: &CounterKey| {
-            k.endpoint == id
+        self.reset_counters(id)?;
+        self.slots.release(endpoint);
+        Ok(())
+    }
+
+    /// Removes `id`'s table entries of `generation` (of both when `None`) by scanning the
+    /// maps: for what this process did not write itself.
+    fn remove_generation(&mut self, id: u32, generation: Option<u8>) -> Result<(), DatapathError> {
+        let ours = |endpoint: u32, g: u8| endpoint == id && generation.is_none_or(|want| g == want);
+        remove_matching(
+            self.peer_hosts_map()?,
+            names::MAP_PEER_HOSTS,
+            |k: &PeerKey| ours(k.endpoint, k.generation),
+        )?;
+        remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
+            ours(k.endpoint, k.generation)
         })?;
+        remove_matching(
+            self.port_exact_map()?,
+            names::MAP_PORT_EXACT,
+            |k: &PortKey| ours(k.endpoint, k.generation),
+        )?;
+        remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
+            ours(k.endpoint, k.generation)
+        })
+    }
+
+    /// Removes exactly the entries this process wrote for a generation.
+    fn remove_written(&mut self, old: &Written) -> Result<(), DatapathError> {
+        let mut host_map = self.peer_hosts_map()?;
+        for key in &old.hosts {
+            remove_ignoring_missing(host_map.remove(key), names::MAP_PEER_HOSTS)?;
+        }
+        let mut peer_map = self.peers_map()?;
+        for key in &old.peers {
+            remove_ignoring_missing(peer_map.remove(key), names::MAP_PEERS)?;
+        }
+        let mut exact_map = self.port_exact_map()?;
+        for key in &old.exact_ports {
+            remove_ignoring_missing(exact_map.remove(key), names::MAP_PORT_EXACT)?;
+        }
+        let mut port_map = self.ports_map()?;
+        for key in &old.ports {
+            remove_ignoring_missing(port_map.remove(key), names::MAP_PORTS)?;
+        }
         Ok(())
     }
 
@@ -225,32 +265,16 @@ impl Datapath {
         })
     }
 
-    /// The smallest id no programmed endpoint uses (0 means "unknown" in events).
-    fn free_endpoint_id(&mut self) -> Result<u32, DatapathError> {
-        let endpoints = self.endpoints_map()?;
-        let mut used: Vec<u32> = endpoints
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, config)| config.id)
-            .collect();
-        used.sort_unstable();
-        let mut candidate = 1u32;
-        for id in used {
-            if id == candidate {
-                candidate = candidate
-                    .checked_add(1)
-                    .ok_or(DatapathError::NoFreeEndpointId)?;
-            } else if id > candidate {
-                break;
-            }
-        }
-        Ok(candidate)
+    fn peer_hosts_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, PeerKey, PeerValue>, DatapathError> {
+        self.typed_map(names::MAP_PEER_HOSTS)
     }
 
-    fn endpoints_map(
+    fn port_exact_map(
         &mut self,
-    ) -> Result<HashMap<&mut MapData, EndpointKey, EndpointConfig>, DatapathError> {
-        self.typed_map(names::MAP_ENDPOINTS)
+    ) -> Result<HashMap<&mut MapData, PortKey, PortValue>, DatapathError> {
+        self.typed_map(names::MAP_PORT_EXACT)
     }
 
     fn peers_map(&mut self) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
@@ -286,7 +310,7 @@ pub fn addr16(address: IpAddr) -> Addr {
     }
 }
 
-fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
+pub(super) fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map {
         map,
         source: Box::new(source),
@@ -339,7 +363,6 @@ macro_rules! keyed_map {
     };
 }
 keyed_map!(HashMap);
-keyed_map!(PerCpuHashMap);
 
 fn remove_matching<K>(
     mut map: impl KeyedMap<K>,

@@ -72,6 +72,8 @@ pub fn start(
         "cacheDir": cache,
         "binDirs": lab.cni_path,
         "clusterNetwork": cluster_file,
+        // The lab is the whole cluster: NetworkPolicy on eth0 is netwarden's to enforce.
+        "clusterNetworkPolicy": true,
         "configDir": dir.join("net.d"),
         "maxConcurrent": 4,
         "podWaitSeconds": 10,

@@ -85,9 +85,10 @@ pub enum EndpointChange {
 
 #[cfg(test)]
 mod fixtures;
-#[cfg(test)]
-#[cfg(test)]
-mod reference;
+/// The naive evaluator the engine's tests (and, with the `reference` feature, the lab's
+/// end-to-end tests) compare against; never used by the agent itself.
+#[cfg(any(test, feature = "reference"))]
+pub mod reference;
 #[cfg(test)]
 mod tests_property;
 #[cfg(test)]

@@ -9,7 +9,8 @@ use netwarden_cni::NetworkRef;
 
 use crate::cluster::{
     objects::{
-        NamespaceView, ObjectError, Parsed, PodKey, PodView, PolicyKey, PolicyKind, PolicyView,
+        cluster_network, NamespaceView, ObjectError, Parsed, PodKey, PodView, PolicyKey,
+        PolicyKind, PolicyView,
     },
     ClusterEvent, Kind, Object, ObjectKey,
 };
@@ -33,12 +34,15 @@ pub(crate) struct ClusterState {
     pub policies_by_namespace: BTreeMap<String, BTreeSet<PolicyKey>>,
     pub policies_by_network: BTreeMap<NetworkRef, BTreeSet<PolicyKey>>,
     pub errors: BTreeMap<ObjectKey, Vec<ObjectError>>,
+    /// May hold [`cluster_network`]: then pods' cluster-network interfaces are read too.
     standard_policy_networks: BTreeSet<NetworkRef>,
+    with_cluster_network: bool,
 }
 
 impl ClusterState {
     pub fn new(standard_policy_networks: BTreeSet<NetworkRef>) -> Self {
         Self {
+            with_cluster_network: standard_policy_networks.contains(&cluster_network()),
             standard_policy_networks,
             ..Self::default()
         }
@@ -127,7 +131,7 @@ impl ClusterState {
         let key = object_key(object)?;
         match object {
             Object::Pod(pod) => {
-                let parsed = PodView::from_pod(pod);
+                let parsed = PodView::from_pod(pod, self.with_cluster_network);
                 let view = self.record(&key, parsed)?;
                 let old = self.remove_pod(&view.key);
                 self.insert_pod(view.clone());

@@ -1,15 +1,19 @@
 //! One test per semantic point of SPEC-NOTES section 6, per known bug of the reference
 //! enforcer, and for the seed examples; each named for what it proves.
+use netwarden_cni::{status::NETWORK_STATUS_ANNOTATION, NetworkRef};
 use serde_json::{json, Value};
 
 use super::{
     fixtures::{
         self, engine_with, multi_policy, network, network_policy, pod, pod_key, Attach, NODE,
     },
-    DenyReason, EndpointChange, Engine, Flow, Verdict,
+    DenyReason, EndpointChange, Engine, EngineConfig, Flow, Verdict,
 };
 use crate::{
-    cluster::{objects::PolicyKind, ClusterEvent, Kind, Object, ObjectKey},
+    cluster::{
+        objects::{cluster_network, PolicyKind},
+        ClusterEvent, Kind, Object, ObjectKey,
+    },
     datapath::rules::{Direction, Isolation, Protocol},
 };
 
@@ -959,4 +963,86 @@ fn seed_default_deny_and_allow_all() {
         ("default", "db"),
         80
     ));
+}
+
+/// A pod whose network-status has a cluster-network entry (eth0, `cluster_ip`) and net1.
+fn cluster_pod(name: &str, labels: Value, cluster_ip: &str, net1_ip: &str) -> Object {
+    let status = json!([
+        {"name": "cbr0", "interface": "eth0", "ips": [cluster_ip], "default": true},
+        {"name": NET1, "interface": "net1", "ips": [net1_ip]},
+    ]);
+    Object::Pod(Box::new(
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels,
+                         "annotations": {NETWORK_STATUS_ANNOTATION: status.to_string()}},
+            "spec": {"nodeName": NODE, "containers": [{"name": "c"}]},
+        }))
+        .unwrap(),
+    ))
+}
+
+#[test]
+fn on_the_cluster_network_only_network_policy_applies_and_only_when_enabled() {
+    let objects = vec![
+        cluster_pod("server", json!({"app": "db"}), "10.244.0.1", "10.0.0.1"),
+        cluster_pod("client", json!({"app": "web"}), "10.244.0.2", "10.0.0.2"),
+        cluster_pod("bare", json!({}), "10.244.0.3", "10.0.0.3"),
+        network_policy(
+            "default",
+            "db-from-web",
+            json!({"podSelector": {"matchLabels": {"app": "db"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+        ),
+        // A MultiNetworkPolicy never reaches the cluster network: no policy-for can name it.
+        multi_policy(
+            "default",
+            "deny-net1",
+            Some("net1"),
+            json!({"podSelector": {}}),
+        ),
+    ];
+    let flow_on = |network: NetworkRef, from: (&str, &str)| Flow {
+        network,
+        ..flow(from, SERVER, Protocol::Tcp, 80)
+    };
+    let mut engine = Engine::new(EngineConfig {
+        node: NODE.into(),
+        standard_policy_networks: [cluster_network()].into(),
+    });
+    for object in &objects {
+        engine.apply(&ClusterEvent::Applied(object.clone()));
+    }
+    assert!(engine
+        .explain(&flow_on(cluster_network(), CLIENT))
+        .allowed());
+    assert!(!engine.explain(&flow_on(cluster_network(), BARE)).allowed());
+    assert!(
+        !engine.explain(&flow_on(network(NET1), CLIENT)).allowed(),
+        "net1 has its own (multi) policy"
+    );
+    let server = engine
+        .endpoints()
+        .find(|(id, _)| id.pod == pod_key("default", "server") && id.network == cluster_network())
+        .map(|(id, tables)| (id.interface.to_string(), tables.addresses.clone()))
+        .expect("the server's eth0 is an endpoint");
+    assert_eq!(server, ("eth0".into(), vec![fixtures::ip("10.244.0.1")]));
+    // The client's addresses on the cluster network are the peers, not its net1 ones.
+    assert_eq!(
+        fixtures::compiled_allows(
+            &engine,
+            &pod_key("default", "server"),
+            &cluster_network(),
+            Direction::Ingress,
+            fixtures::ip("10.0.0.2"),
+            Protocol::Tcp,
+            80
+        ),
+        Some(false)
+    );
+
+    let off = engine_with(&[], &objects);
+    assert!(off.explain(&flow_on(cluster_network(), BARE)).allowed());
+    assert!(off
+        .endpoints()
+        .all(|(id, _)| id.network != cluster_network()));
 }

@@ -5,14 +5,17 @@
 //! byte. Explicit `_pad` fields must be zero (they are part of hash and LPM keys).
 //!
 //! # How a verdict is reached (per packet, constant number of lookups)
-//! 1. `ENDPOINTS[(netns cookie, ifindex)]` -> [`EndpointConfig`]: which endpoint this is,
+//! 1. `ENDPOINTS[slot]` -> [`EndpointSlot`]: the slot is a constant of the program
+//!    instance (one instance per interface); its state word is the [`EndpointConfig`]:
 //!    which directions are isolated, the active table generation, the policy revision.
-//!    No entry: the interface is attached but not yet programmed -> drop (fail closed).
+//!    State 0: the interface is attached but not yet programmed -> drop (fail closed).
 //! 2. `CONNTRACK[flow]`: a tracked flow admitted under the current revision passes.
-//! 3. New flow, isolated direction: `PEERS` (LPM on the peer address) -> a peer class;
-//!    the class either allows all traffic or `PORTS` (LPM on the port) decides.
-//!    Except-carving and the union of rules are computed in userspace, so the kernel
-//!    never loops over rules.
+//! 3. New flow, isolated direction: the peer's class from `PEER_HOSTS` (exact host
+//!    addresses) or else `PEERS` (LPM on the other prefixes); the class either allows all
+//!    traffic or its (protocol, port) is looked up in `PORT_EXACT` (single ports) or else
+//!    `PORTS` (LPM on the aligned blocks of port ranges). Except-carving and the union of
+//!    rules are computed in userspace, so the kernel never loops over rules, and a hash
+//!    hit is the answer the LPM would give (a host entry is the longest prefix there is).
 //!
 //! Addresses are 16 bytes: IPv6 as is, IPv4 as the v4-mapped `::ffff:a.b.c.d`, so one
 //! trie serves both families (an IPv4 /n is a /(96+n) there).
@@ -26,37 +29,37 @@ pub mod names {
     pub const PROG_EGRESS: &str = "netwarden_egress";
     /// A classifier that passes every packet untouched: the benchmark's floor.
     pub const PROG_PASSTHROUGH: &str = "netwarden_passthrough";
-    /// Globals the loader sets in each endpoint's program instance: the [`EndpointKey`]
-    /// of the one interface that instance is attached to.
+    /// Globals the loader sets in each program instance: the `ENDPOINTS` slot of the one
+    /// interface the instance is (or will be) attached to, and the slot's epoch at the
+    /// time (see [`EndpointSlot::epoch`]).
     ///
-    /// [`EndpointKey`]: super::EndpointKey
-    pub const GLOBAL_NETNS_COOKIE: &str = "ENDPOINT_NETNS_COOKIE";
-    pub const GLOBAL_IFINDEX: &str = "ENDPOINT_IFINDEX";
+    /// [`EndpointSlot::epoch`]: super::EndpointSlot::epoch
+    pub const GLOBAL_SLOT: &str = "ENDPOINT_SLOT";
+    pub const GLOBAL_EPOCH: &str = "ENDPOINT_EPOCH";
     /// aya-log's ring buffer, pinned so every program instance logs into one reader.
     pub const MAP_LOGS: &str = "AYA_LOGS";
     pub const MAP_ENDPOINTS: &str = "ENDPOINTS";
+    pub const MAP_PEER_HOSTS: &str = "PEER_HOSTS";
     pub const MAP_PEERS: &str = "PEERS";
+    pub const MAP_PORT_EXACT: &str = "PORT_EXACT";
     pub const MAP_PORTS: &str = "PORTS";
     pub const MAP_ADDRESSES: &str = "ADDRESSES";
     pub const MAP_CONNTRACK: &str = "CONNTRACK";
     pub const MAP_EVENTS: &str = "EVENTS";
     pub const MAP_EVENT_BUDGET: &str = "EVENT_BUDGET";
     pub const MAP_COUNTERS: &str = "COUNTERS";
-    /// IPv4 sources the first classifier drops (issue 2; replaced by the policy maps).
-    pub const MAP_DENY_SOURCES_V4: &str = "DENY_SOURCES_V4";
 }
 
-/// An IPv4 address as the packet carries it, as a map key (issue 2's first classifier).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Ipv4Key {
-    pub addr: [u8; 4],
-}
+/// Slots of `ENDPOINTS`: how many interfaces one node can enforce on at once. Slot 0 is
+/// never given out (0 means "no endpoint" in events). `COUNTERS` holds
+/// [`COUNTERS_PER_SLOT`] entries per slot, per CPU: 4096 x 4 x 16 bytes = 256 KiB a CPU.
+pub const MAX_SLOTS: u32 = 4096;
+/// (direction, verdict) pairs: `COUNTERS[slot * 4 + direction * 2 + verdict]`.
+pub const COUNTERS_PER_SLOT: u32 = 4;
 
-impl Ipv4Key {
-    pub const fn new(octets: [u8; 4]) -> Self {
-        Self { addr: octets }
-    }
+/// The `COUNTERS` index of (slot, direction, verdict).
+pub const fn counter_index(slot: u32, direction: u8, verdict: u8) -> u32 {
+    slot * COUNTERS_PER_SLOT + (direction as u32 & 1) * 2 + (verdict as u32 & 1)
 }
 
 /// A 16-byte address: IPv6, or IPv4 v4-mapped (`::ffff:a.b.c.d`).
@@ -73,7 +76,7 @@ pub mod direction {
     pub const EGRESS: u8 = 1;
 }
 
-/// [`EndpointConfig::flags`].
+/// [`EndpointConfig::flags`] (16 bits: they share the state word).
 pub mod endpoint_flags {
     pub const INGRESS_ISOLATED: u32 = 1 << 0;
     pub const EGRESS_ISOLATED: u32 = 1 << 1;
@@ -81,35 +84,90 @@ pub mod endpoint_flags {
     pub const ANTI_SPOOF: u32 = 1 << 2;
     /// Also report allowed new flows as events (denies are always reported).
     pub const REPORT_ALLOWS: u32 = 1 << 3;
+    /// `PEERS` (the LPM) holds entries of this direction; without, a `PEER_HOSTS` miss
+    /// is the answer and the LPM is not asked.
+    pub const INGRESS_PEER_PREFIXES: u32 = 1 << 4;
+    pub const EGRESS_PEER_PREFIXES: u32 = 1 << 5;
 }
 
-/// `ENDPOINTS` key: the interface a packet is on. The netns cookie is unique per network
-/// namespace for the life of the boot and the ifindex is unique inside one namespace, so
-/// the pair names one interface even when pods on different networks share addresses.
-/// The agent reads both in the pod's namespace (`SO_NETNS_COOKIE`, `if_nametoindex`) and
-/// compiles them into the program instance it attaches there (see `ebpf/programs`).
+/// The interface a packet is on, as userspace names it. The netns cookie is unique per
+/// network namespace for the life of the boot and the ifindex is unique inside one
+/// namespace, so the pair names one interface even when pods on different networks share
+/// addresses. The agent reads both in the pod's namespace (`SO_NETNS_COOKIE`,
+/// `if_nametoindex`) and records them in the slot it gives the interface.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct EndpointKey {
     pub netns_cookie: u64,
     pub ifindex: u32,
     pub _pad: u32,
 }
 
-/// `ENDPOINTS` value. Replaced as a whole (hash map updates swap the element), which is
-/// what makes a table update atomic: new-generation entries are written first, then this
-/// value flips `generation` and bumps `revision` in one update.
+/// [`EndpointSlot::flags`].
+pub mod slot_flags {
+    /// The slot is given to the interface in [`EndpointSlot::key`](super::EndpointSlot).
+    pub const ASSIGNED: u32 = 1 << 0;
+}
+
+/// `ENDPOINTS` value (an mmap-able array indexed by slot).
+///
+/// The agent writes `key`, `epoch` and `flags` while the slot is not programmed (`state`
+/// 0), and `state` afterwards with one atomic 8-byte store through its mapping of the
+/// array: that store is what makes a table update atomic (new-generation entries are
+/// written first, then `state` flips `generation` and bumps `revision` at once). The
+/// classifiers read `state` with one 8-byte load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EndpointSlot {
+    /// The packed [`EndpointConfig`] ([`EndpointConfig::state`]); 0: not programmed.
+    pub state: u64,
+    /// Which interface the slot was given to (userspace's way back, after a restart too).
+    pub key: EndpointKey,
+    /// Bumped each time the slot is given out. An instance loaded for the slot carries the
+    /// epoch it was loaded for and answers only to a slot with that epoch, so an instance
+    /// left attached somewhere after its slot was reused never reads another interface's
+    /// configuration.
+    pub epoch: u32,
+    /// [`slot_flags`].
+    pub flags: u32,
+}
+
+/// The live configuration of an endpoint, as the agent and the classifiers use it. The
+/// kernel keeps it packed in [`EndpointSlot::state`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointConfig {
-    /// The endpoint's id in every other map.
+    /// The endpoint's id in every other map: its `ENDPOINTS` slot.
     pub id: u32,
     /// [`endpoint_flags`].
     pub flags: u32,
     /// Which of the two table generations (0 or 1) in `PEERS`/`PORTS` is live.
     pub generation: u32,
-    /// Policy revision; tracked flows admitted under an older one are re-checked.
+    /// Policy revision, from 1; tracked flows admitted under an older one are re-checked.
     pub revision: u32,
+}
+
+impl EndpointConfig {
+    /// The state word: revision in bits 0-31, flags in 32-47, generation in 48-55. A
+    /// programmed endpoint's revision is never 0, so neither is its state.
+    pub const fn state(&self) -> u64 {
+        self.revision as u64
+            | ((self.flags as u64 & 0xffff) << 32)
+            | ((self.generation as u64 & 0xff) << 48)
+    }
+
+    /// The configuration of slot `id` from its state word; `None` when not programmed.
+    pub const fn from_state(id: u32, state: u64) -> Option<Self> {
+        if state == 0 {
+            return None;
+        }
+        Some(Self {
+            id,
+            flags: ((state >> 32) & 0xffff) as u32,
+            generation: ((state >> 48) & 0xff) as u32,
+            revision: state as u32,
+        })
+    }
 }
 
 /// `PEERS` LPM key data: (endpoint, direction, generation) exact, then the peer address.
@@ -127,9 +185,13 @@ pub struct PeerKey {
 pub mod peer_flags {
     /// The class allows every protocol and port (a rule without `ports`).
     pub const ALLOW_ALL: u32 = 1 << 0;
+    /// `PORTS` (the LPM) holds port ranges of the class; without, a `PORT_EXACT` miss is
+    /// the answer and the LPM is not asked.
+    pub const PORT_RANGES: u32 = 1 << 1;
 }
 
-/// `PEERS` value: the class of peers sharing one allowed (protocol, port) set.
+/// `PEER_HOSTS` and `PEERS` value: the class of peers sharing one allowed (protocol,
+/// port) set. `PEER_HOSTS` is keyed by the whole [`PeerKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerValue {
@@ -139,6 +201,7 @@ pub struct PeerValue {
 
 /// `PORTS` LPM key data: (endpoint, direction, generation, protocol, class) exact, then
 /// the destination port, big-endian so an aligned port range is one prefix.
+/// `PORT_EXACT` is keyed by the whole key (single ports).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortKey {
@@ -280,17 +343,7 @@ pub struct EventBudget {
     pub suppressed: u64,
 }
 
-/// `COUNTERS` per-CPU hash key.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct CounterKey {
-    pub endpoint: u32,
-    pub direction: u8,
-    pub verdict: u8,
-    pub _pad: [u8; 2],
-}
-
-/// `COUNTERS` per-CPU value.
+/// `COUNTERS` per-CPU array value, at [`counter_index`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Counter {
@@ -308,8 +361,8 @@ mod pod {
         )*};
     }
     pod!(
-        Ipv4Key,
         EndpointKey,
+        EndpointSlot,
         EndpointConfig,
         PeerKey,
         PeerValue,
@@ -320,7 +373,6 @@ mod pod {
         FlowState,
         VerdictEvent,
         EventBudget,
-        CounterKey,
         Counter
     );
 }
@@ -334,6 +386,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<EndpointKey>(), 16);
+        assert_eq!(size_of::<EndpointSlot>(), 32);
         assert_eq!(size_of::<EndpointConfig>(), 16);
         assert_eq!(size_of::<PeerKey>(), 24);
         assert_eq!(size_of::<PeerValue>(), 8);
@@ -342,11 +395,24 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 44);
         assert_eq!(size_of::<FlowState>(), 16);
         assert_eq!(size_of::<VerdictEvent>(), 48);
-        assert_eq!(size_of::<CounterKey>(), 8);
+        assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(
             PEER_KEY_HEADER_BITS as usize,
             8 * (size_of::<PeerKey>() - 16)
         );
         assert_eq!(PORT_KEY_HEADER_BITS, 96);
+    }
+
+    #[test]
+    fn the_state_word_carries_the_whole_configuration() {
+        let config = EndpointConfig {
+            id: 9,
+            flags: endpoint_flags::EGRESS_PEER_PREFIXES | endpoint_flags::ANTI_SPOOF,
+            generation: 1,
+            revision: u32::MAX,
+        };
+        assert_eq!(EndpointConfig::from_state(9, config.state()), Some(config));
+        assert_eq!(EndpointConfig::from_state(9, 0), None);
+        assert_eq!(counter_index(2, direction::EGRESS, verdict::DENY), 11);
     }
 }

@@ -96,17 +96,29 @@ pub fn track(key: &FlowKey, packet: &Packet, origin: u8, revision: u32, now: u64
     let _ = CONNTRACK.insert(key, &entry, 0);
 }
 
-/// Marks a tracked flow as seen now, under `revision`.
+/// How stale `last_seen_ns` may get before a packet rewrites it. Timeouts are 30 s and
+/// more, so a flow can expire at most this much early; in exchange most packets of a busy
+/// flow only read its entry (no cache line bouncing between CPUs).
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Marks a tracked flow as seen now, under `revision`: writes only what moved.
 #[inline(always)]
 pub fn refresh(state: *mut FlowState, packet: &Packet, revision: u32, now: u64) {
     // SAFETY: a map value pointer from `lookup`; concurrent updates of these plain fields
     // can at worst lose one refresh, which the next packet redoes.
     unsafe {
         let flags = (*state).state;
-        let protocol_state = next_state(flags & flow_state::STATE_MASK, packet);
-        (*state).state = (flags & flow_state::PORTLESS) | protocol_state;
-        (*state).last_seen_ns = now;
-        (*state).revision = revision;
+        let updated =
+            (flags & flow_state::PORTLESS) | next_state(flags & flow_state::STATE_MASK, packet);
+        if updated != flags {
+            (*state).state = updated;
+        }
+        if (*state).revision != revision {
+            (*state).revision = revision;
+        }
+        if now.saturating_sub((*state).last_seen_ns) > REFRESH_NS {
+            (*state).last_seen_ns = now;
+        }
     }
 }
 

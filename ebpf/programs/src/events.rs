@@ -1,6 +1,6 @@
 //! What the agent learns about packets: verdict events (rate-limited) and counters.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use netwarden_common::{Counter, CounterKey, EventBudget, VerdictEvent};
+use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
+use netwarden_common::{counter_index, EventBudget, VerdictEvent};
 
 use crate::{
     maps::{COUNTERS, EVENTS, EVENT_BUDGET},
@@ -14,26 +14,13 @@ const NS_PER_EVENT: u64 = 1_000_000_000 / EVENTS_PER_SECOND;
 
 /// Adds the packet to its endpoint's (direction, verdict) counter on this CPU.
 #[inline(always)]
-pub fn count(endpoint: u32, direction: u8, verdict: u8, bytes: u32) {
-    let key = CounterKey {
-        endpoint,
-        direction,
-        verdict,
-        _pad: [0; 2],
-    };
-    match COUNTERS.get_ptr_mut(&key) {
+pub fn count(slot: u32, direction: u8, verdict: u8, bytes: u32) {
+    // Out of range only for a slot beyond the array, which the agent never gives out.
+    if let Some(counter) = COUNTERS.get_ptr_mut(counter_index(slot, direction, verdict)) {
         // SAFETY: a per-CPU value: no other program run touches it concurrently.
-        Some(counter) => unsafe {
+        unsafe {
             (*counter).packets += 1;
             (*counter).bytes += bytes as u64;
-        },
-        None => {
-            let first = Counter {
-                packets: 1,
-                bytes: bytes as u64,
-            };
-            // Full map: the packet goes uncounted rather than changing its verdict.
-            let _ = COUNTERS.insert(&key, &first, 0);
         }
     }
 }
@@ -72,8 +59,9 @@ fn take_token() -> bool {
     };
     // SAFETY: per-CPU value, used by one program run at a time on this CPU.
     let budget: &mut EventBudget = unsafe { &mut *budget };
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a helper without arguments. Jiffies resolution: the bucket refills in
+    // steps of a few milliseconds, the same rate on average.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let earned = now.saturating_sub(budget.last_refill_ns) / NS_PER_EVENT;
     if earned > 0 {
         budget.tokens = (budget.tokens + earned).min(EVENT_BURST);

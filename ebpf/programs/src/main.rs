@@ -2,13 +2,17 @@
 //!
 //! Order, identical for both hooks (the userspace model in `agent/src/datapath/model.rs`
 //! follows the same steps):
-//! 1. endpoint: `ENDPOINTS[(netns cookie, ifindex)]`; none -> drop (not programmed);
+//! 1. endpoint: `ENDPOINTS[slot]`; not programmed -> drop;
 //! 2. ARP and NDP pass; other non-IP frames are dropped on an isolated direction;
 //! 3. a broken or truncated header is malformed (dropped on an isolated direction, else
 //!    passed);
 //! 4. anti-spoofing on egress;
 //! 5. a tracked flow passes, re-checked once after each policy revision;
 //! 6. a new flow asks the policy (`policy.rs`) and is tracked when allowed.
+//!
+//! The established path (steps 1-5) makes two map lookups that are real hash work (the
+//! flow) or none at all (the slot and the counter are array indexes), reads the coarse
+//! clock, and writes the flow only when its state, revision or age moved.
 #![no_std]
 #![no_main]
 
@@ -20,15 +24,13 @@ mod policy;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::generated::bpf_ktime_get_ns,
+    helpers::generated::bpf_ktime_get_coarse_ns,
     macros::classifier,
     programs::TcContext,
     Global,
 };
 use aya_log_ebpf::info;
-use netwarden_common::{
-    direction, endpoint_flags, reason, verdict, AddressKey, EndpointConfig, EndpointKey,
-};
+use netwarden_common::{direction, endpoint_flags, reason, verdict, AddressKey, EndpointConfig};
 
 use crate::{
     maps::{ADDRESSES, ENDPOINTS},
@@ -36,12 +38,12 @@ use crate::{
     policy::Query,
 };
 
-/// The endpoint key of the interface this program instance is attached to, set by the
-/// loader (`names::GLOBAL_*`); see [`endpoint`].
+/// The `ENDPOINTS` slot of the interface this program instance is attached to and the
+/// slot's epoch, set by the loader (`names::GLOBAL_*`); see [`endpoint`].
 #[no_mangle]
-static ENDPOINT_NETNS_COOKIE: Global<u64> = Global::new(0);
+static ENDPOINT_SLOT: Global<u32> = Global::new(0);
 #[no_mangle]
-static ENDPOINT_IFINDEX: Global<u32> = Global::new(0);
+static ENDPOINT_EPOCH: Global<u32> = Global::new(0);
 
 #[classifier]
 pub fn netwarden_ingress(ctx: TcContext) -> i32 {
@@ -61,7 +63,8 @@ pub fn netwarden_passthrough(_ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn judge(ctx: &TcContext, dir: u8) -> i32 {
-    let packet = parse::parse(ctx);
+    let mut packet = Packet::empty(Kind::NotIp);
+    parse::parse(ctx, &mut packet);
     let Some(config) = endpoint() else {
         events::report(0, dir, verdict::DENY, reason::NOT_PROGRAMMED, &packet);
         return TC_ACT_SHOT as i32;
@@ -84,13 +87,15 @@ fn judge(ctx: &TcContext, dir: u8) -> i32 {
 
 /// The endpoint this packet's interface is.
 ///
-/// Why the identity is sound: the agent loads one instance of these programs per pod
-/// interface, with that interface's (netns cookie, ifindex) as constants, and attaches the
-/// instance to that interface only. Every packet a program sees is therefore on the
-/// interface its constants name, on both hooks, whatever its addresses: two networks with
-/// overlapping ranges never mix. The pair itself is unique: an ifindex only inside one
-/// network namespace (every pod has an `eth0`, often with the same index), the netns
-/// cookie machine-wide, never reused during a boot.
+/// Why the identity is sound: the agent loads one instance of these programs per slot,
+/// with the slot and its epoch as constants, and attaches an instance to the hooks of one
+/// interface only, the one it records in that slot (with the interface's netns cookie and
+/// ifindex, unique machine-wide during a boot). Every packet a program sees is therefore
+/// on the interface its slot names, on both hooks, whatever its addresses: two networks
+/// with overlapping ranges never mix. A slot is given out again only after its interface
+/// was detached and its tables freed, and then with a new epoch: an instance that stayed
+/// attached somewhere by mistake finds an epoch that is not its own and drops, as an
+/// unprogrammed interface does, instead of reading the new owner's configuration.
 ///
 /// `bpf_get_netns_cookie(skb)` cannot replace the constant: on this kernel (6.18) a tc
 /// program gets the namespace of `skb->sk`, and an ingress packet has no socket, so it
@@ -98,13 +103,16 @@ fn judge(ctx: &TcContext, dir: u8) -> i32 {
 /// shows the real cookie reaching both hooks with the constant).
 #[inline(always)]
 fn endpoint() -> Option<EndpointConfig> {
-    let key = EndpointKey {
-        netns_cookie: ENDPOINT_NETNS_COOKIE.load(),
-        ifindex: ENDPOINT_IFINDEX.load(),
-        _pad: 0,
-    };
-    // SAFETY: the value is copied out at once; the agent replaces it as a whole.
-    unsafe { ENDPOINTS.get(&key) }.copied()
+    let slot = ENDPOINT_SLOT.load();
+    let entry = ENDPOINTS.get_ptr(slot)?;
+    // SAFETY: a pointer into the array, valid for this run. `state` is read with one
+    // 8-byte load: the agent replaces it with one atomic store, so it is old or new, never
+    // a mix. `epoch` does not change while the slot is assigned.
+    let (state, epoch) = unsafe { (core::ptr::read_volatile(&(*entry).state), (*entry).epoch) };
+    if epoch != ENDPOINT_EPOCH.load() {
+        return None;
+    }
+    EndpointConfig::from_state(slot, state)
 }
 
 #[inline(always)]
@@ -133,8 +141,9 @@ fn verdict_of(ctx: &TcContext, config: &EndpointConfig, dir: u8, packet: &Packet
     {
         return (verdict::DENY, reason::SPOOFED_SOURCE);
     }
-    // SAFETY: a helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a helper without arguments. The coarse clock (jiffies resolution) is
+    // enough for timeouts of 30 s and more, and cheaper than the precise one.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let key = conntrack::flow_key(config.id, dir, packet);
     if let Some(state) = conntrack::lookup(&key, now) {
         // SAFETY: a map value pointer valid for this run.

@@ -3,24 +3,38 @@
 //! All maps are pinned by name: the agent loads the object with a pin directory, so a
 //! restarted agent (or a newer program) reuses the very maps the attached programs use.
 use aya_ebpf::{
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use netwarden_common::{
-    AddressKey, Counter, CounterKey, EndpointConfig, EndpointKey, EventBudget, FlowKey, FlowState,
-    PeerKey, PeerValue, PortKey, PortValue,
+    AddressKey, Counter, EndpointSlot, EventBudget, FlowKey, FlowState, PeerKey, PeerValue,
+    PortKey, PortValue, COUNTERS_PER_SLOT, MAX_SLOTS,
 };
 
-/// Attached interfaces that have tables: (netns cookie, ifindex) -> endpoint.
+/// Interfaces by slot (the constant each program instance carries). An array: the
+/// verifier turns a lookup into an index computation. Mmap-able, so the agent flips an
+/// endpoint's configuration with one atomic store (see `EndpointSlot`).
 #[map]
-pub static ENDPOINTS: HashMap<EndpointKey, EndpointConfig> = HashMap::pinned(16 * 1024, 0);
+pub static ENDPOINTS: Array<EndpointSlot> = Array::pinned(MAX_SLOTS, BPF_F_MMAPABLE);
 
-/// Peer prefixes per (endpoint, direction, generation); both generations coexist while
-/// a table is replaced.
+/// Host peers (/32, /128) per (endpoint, direction, generation), exact: asked first.
+/// Not preallocated: sized for the worst case, filled by what policies name.
+#[map]
+pub static PEER_HOSTS: HashMap<PeerKey, PeerValue> =
+    HashMap::pinned(1024 * 1024, BPF_F_NO_PREALLOC);
+
+/// The other peer prefixes per (endpoint, direction, generation); both generations
+/// coexist while a table is replaced.
 #[map]
 pub static PEERS: LpmTrie<PeerKey, PeerValue> = LpmTrie::pinned(1024 * 1024, 0);
 
-/// Port prefixes per (endpoint, direction, generation, protocol, peer class).
+/// Single ports per (endpoint, direction, generation, protocol, peer class), exact.
+#[map]
+pub static PORT_EXACT: HashMap<PortKey, PortValue> =
+    HashMap::pinned(1024 * 1024, BPF_F_NO_PREALLOC);
+
+/// Aligned blocks of port ranges per (endpoint, direction, generation, protocol, class).
 #[map]
 pub static PORTS: LpmTrie<PortKey, PortValue> = LpmTrie::pinned(1024 * 1024, 0);
 
@@ -40,6 +54,7 @@ pub static EVENTS: RingBuf = RingBuf::pinned(256 * 1024, 0);
 #[map]
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
-/// Packets and bytes per (endpoint, direction, verdict), per CPU.
+/// Packets and bytes per (slot, direction, verdict), per CPU: an array, so the count is
+/// an index computation and two adds.
 #[map]
-pub static COUNTERS: PerCpuHashMap<CounterKey, Counter> = PerCpuHashMap::pinned(64 * 1024, 0);
+pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_SLOTS * COUNTERS_PER_SLOT, 0);

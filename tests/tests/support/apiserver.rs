@@ -85,6 +85,9 @@ pub struct Request {
     pub method: Method,
     /// `prefix/plural` of the resource.
     pub collection: String,
+    /// Whether the path names one object (a get, patch or delete) rather than the
+    /// collection (a list, watch or create).
+    pub object: bool,
     pub watch: bool,
     pub resource_version: Option<String>,
 }
@@ -404,16 +407,18 @@ async fn handle(
     let collection_name = match &target {
         Target::Collection(c) | Target::Object { collection: c, .. } => c.clone(),
     };
-    if !store.collections.contains_key(&collection_name) {
-        return not_found();
-    }
     let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    // Requests for resources not served are logged too: a test can see everything asked.
     store.requests.push(Request {
         method: method.clone(),
         collection: collection_name.clone(),
+        object: matches!(target, Target::Object { .. }),
         watch,
         resource_version: query.get("resourceVersion").cloned(),
     });
+    if !store.collections.contains_key(&collection_name) {
+        return not_found();
+    }
     match (method, target) {
         (Method::GET, Target::Collection(_)) if watch => {
             watch_collection(&mut store, &collection_name, &query)

@@ -1,5 +1,6 @@
 //! Cluster state from the Kubernetes API: one kube-rs watcher per resource (reconnects
 //! with backoff, relists after 410 Gone, bookmarks on), merged into one event stream.
+pub mod access;
 mod pod_fields;
 mod resync;
 

@@ -37,7 +37,7 @@ use crate::datapath::{
 };
 
 /// Everything the kernel knows about one endpoint: its `ENDPOINTS` value, its live
-/// `PEERS`/`PORTS` entries and its `ADDRESSES`.
+/// peer and port entries and its `ADDRESSES`.
 #[derive(Debug, Clone)]
 pub struct EndpointState {
     pub config: EndpointConfig,
@@ -118,12 +118,9 @@ pub fn packet_verdict(state: &EndpointState, direction: Direction, frame: &[u8])
         Direction::Ingress => packet.src,
         Direction::Egress => packet.dst,
     };
-    let config = &state.config;
-    // The kernel keys the tables with the live generation's low byte.
-    let generation = config.generation as u8;
     match state
         .tables
-        .lookup(config.id, generation, direction, peer, packet.l4)
+        .lookup(&state.config, direction, peer, packet.l4)
     {
         Verdict::Allowed { .. } => Outcome::allow(reason::RULE),
         Verdict::Denied => Outcome::deny(reason::NO_MATCHING_RULE),
@@ -356,7 +353,7 @@ mod tests {
     fn state_of(s: &Scenario) -> EndpointState {
         let tables = compile(5, 1, &s.policy);
         EndpointState::new(
-            s.config(5, 1),
+            s.config(&tables),
             &tables,
             s.addresses.iter().copied().collect(),
         )

@@ -15,9 +15,9 @@ use etherparse::{
 use ipnet::IpNet;
 use netwarden_common::{endpoint_flags, EndpointConfig};
 
-use super::L4;
+use super::{config_of, L4};
 use crate::datapath::{
-    compile::isolation_flag,
+    compile::CompiledTables,
     rules::{
         Direction, EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports,
         Protocol, Rule,
@@ -143,24 +143,14 @@ impl Scenario {
         }
     }
 
-    /// The `ENDPOINTS` value for this scenario's endpoint `id` on table `generation`.
-    pub fn config(&self, id: u32, generation: u8) -> EndpointConfig {
-        let mut flags = if self.anti_spoof {
-            endpoint_flags::ANTI_SPOOF
-        } else {
-            0
-        };
-        for d in [Direction::Ingress, Direction::Egress] {
-            if matches!(self.policy.direction(d), Isolation::Isolated(_)) {
-                flags |= isolation_flag(d);
-            }
+    /// The configuration the kernel runs `tables` (compiled from this scenario's policy)
+    /// under, with this scenario's anti-spoofing setting.
+    pub fn config(&self, tables: &CompiledTables) -> EndpointConfig {
+        let mut config = config_of(tables);
+        if self.anti_spoof {
+            config.flags |= endpoint_flags::ANTI_SPOOF;
         }
-        EndpointConfig {
-            id,
-            flags,
-            generation: u32::from(generation),
-            revision: 1,
-        }
+        config
     }
 }
 
@@ -506,8 +496,14 @@ fn sub_net(rng: &mut Rng, net: IpNet) -> IpNet {
         .trunc()
 }
 
+/// A block; a quarter are single hosts (the kernel's exact host table), drawn from the
+/// same bases as the prefixes so they often sit inside or beside them.
 fn block(rng: &mut Rng) -> PeerBlock {
     let v4 = rng.chance(60);
+    if rng.chance(25) {
+        let net = random_net(rng, v4);
+        return PeerBlock::host(sub_net(rng, net).addr());
+    }
     let cidr = random_net(rng, v4);
     let except = (0..rng.below(4))
         .map(|_| match rng.below(20) {
@@ -529,8 +525,11 @@ fn port_match(rng: &mut Rng) -> PortMatch {
         }
     };
     let (a, b) = (end(rng), end(rng));
-    // Now and then an empty (reversed) range.
-    let ports = if rng.chance(5) {
+    // A third are single ports (the kernel's exact port table); now and then an empty
+    // (reversed) range.
+    let ports = if rng.chance(35) {
+        PortRange::single(a)
+    } else if rng.chance(5) {
         PortRange {
             first: a.max(b),
             last: a.min(b),
@@ -687,6 +686,26 @@ fn packet(rng: &mut Rng, edges: &Edges, addresses: &[IpAddr], src_port: u16) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::compile::compile;
+
+    /// The kernel's four tables are all exercised, and together: host and prefix peers,
+    /// single ports and ranges in the same policy.
+    #[test]
+    fn generated_policies_fill_all_four_tables_together() {
+        let together = (0..40u64)
+            .map(|i| compile(1, 0, &Scenario::generate(0x6e77_0000 + i).policy))
+            .filter(|t| {
+                !t.hosts.is_empty()
+                    && !t.peers.is_empty()
+                    && !t.exact_ports.is_empty()
+                    && !t.ports.is_empty()
+            })
+            .count();
+        assert!(
+            together >= 10,
+            "only {together} of 40 scenarios use all four tables"
+        );
+    }
 
     #[test]
     fn a_seed_always_gives_the_same_scenario() {
