@@ -5,14 +5,13 @@
 //! namespaces, NADs) that the agent watches and writes network-status back into, on a node
 //! made by [`netwarden_tests::node`] (see there for the binaries these tests need built).
 use std::{
-    io::Write,
     net::Ipv4Addr,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use netwarden_agent::lab::topology;
-use netwarden_tests::node::{binary, Lab, Pod, NODE, PLUGINS};
+use netwarden_tests::node::{binary, run_plugin, Lab, Pod, NODE, PLUGINS};
 use serde_json::{json, Value};
 
 fn in_seed_range(address: &Ipv4Addr) -> bool {
@@ -198,24 +197,15 @@ fn a_non_root_caller_gets_a_cni_error_even_when_it_can_reach_the_socket() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
     let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "socket": lab.socket()});
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(binary("netwarden-cni"))
-        .env_clear()
-        .env("CNI_COMMAND", "STATUS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("netwarden-cni starts as nobody");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("config written");
-    let out = child.wait_with_output().expect("netwarden-cni ends");
-    let error: Value = serde_json::from_slice(&out.stdout).expect("CNI error JSON");
-    assert_eq!(out.status.code(), Some(1));
+    let (code, error) = run_plugin(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary("netwarden-cni"))
+            .env_clear()
+            .env("CNI_COMMAND", "STATUS"),
+        &config,
+    );
+    assert_eq!(code, 1);
     assert!(
         error["msg"].as_str().unwrap_or("").contains("only root"),
         "{error}"
@@ -225,27 +215,13 @@ fn a_non_root_caller_gets_a_cni_error_even_when_it_can_reach_the_socket() {
 /// `netwarden-cni` with `config` on stdin and only CNI_COMMAND and CNI_PATH set, as a
 /// runtime runs GC (no container, namespace or interface).
 fn gc(config: &Value) -> (i32, Value) {
-    let mut child = Command::new(binary("netwarden-cni"))
-        .env_clear()
-        .env("CNI_COMMAND", "GC")
-        .env("CNI_PATH", PLUGINS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("netwarden-cni starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("config written");
-    let out = child.wait_with_output().expect("netwarden-cni ends");
-    let json = if out.stdout.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-    };
-    (out.status.code().unwrap_or(-1), json)
+    run_plugin(
+        Command::new(binary("netwarden-cni"))
+            .env_clear()
+            .env("CNI_COMMAND", "GC")
+            .env("CNI_PATH", PLUGINS),
+        config,
+    )
 }
 
 /// A gauge or counter from the agent's `/metrics`.
