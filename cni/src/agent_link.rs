@@ -21,6 +21,9 @@ use crate::protocol::{CniError, Request};
 /// Where the agent listens unless the netwarden network config says `"socket"`.
 pub const DEFAULT_SOCKET: &str = "/run/netwarden/cni.sock";
 
+/// How often a client tries to connect while the agent is not listening yet.
+const RETRY: Duration = Duration::from_millis(25);
+
 /// The largest message either side accepts (a config with a big conflist fits easily).
 pub const MAX_MESSAGE: usize = 4 << 20;
 
@@ -125,53 +128,71 @@ impl AgentClient {
     /// Sends `request` and waits for the answer, however long the agent takes (the
     /// runtime bounds a CNI call itself).
     pub fn call(&self, request: &AgentRequest) -> Result<AgentResponse, LinkError> {
-        let socket = self.socket.clone();
-        let mut stream = UnixStream::connect(&socket).map_err(|source| LinkError::Connect {
-            socket: socket.clone(),
+        let stream = self.connect()?;
+        self.exchange(stream, request)
+    }
+
+    /// [`call`](Self::call) once the agent accepts a connection, trying for at most
+    /// `limit`. The agent listens only once it is ready (cluster state listed, serving),
+    /// so a connection is the readiness probe: a ready agent costs no extra round trip.
+    pub fn call_when_ready(
+        &self,
+        request: &AgentRequest,
+        limit: Duration,
+    ) -> Result<AgentResponse, LinkError> {
+        let started = Instant::now();
+        loop {
+            match self.connect() {
+                Ok(stream) => return self.exchange(stream, request),
+                Err(last) if started.elapsed() >= limit => {
+                    return Err(LinkError::NotReady {
+                        socket: self.socket.clone(),
+                        waited: limit,
+                        last: Box::new(last),
+                    })
+                }
+                // Not listening yet (starting, restarting): the socket appears when it is.
+                Err(_) => std::thread::sleep(RETRY),
+            }
+        }
+    }
+
+    fn connect(&self) -> Result<UnixStream, LinkError> {
+        UnixStream::connect(&self.socket).map_err(|source| LinkError::Connect {
+            socket: self.socket.clone(),
             source,
-        })?;
+        })
+    }
+
+    fn exchange(
+        &self,
+        mut stream: UnixStream,
+        request: &AgentRequest,
+    ) -> Result<AgentResponse, LinkError> {
         let io = |source| LinkError::Io {
-            socket: socket.clone(),
+            socket: self.socket.clone(),
             source,
         };
         stream.write_all(&encode(request)).map_err(io)?;
         let line = read_line(&mut BufReader::new(&stream))
             .map_err(io)?
             .ok_or_else(|| LinkError::Closed {
-                socket: socket.clone(),
+                socket: self.socket.clone(),
             })?;
         decode(&line).map_err(|source| LinkError::Decode {
-            socket: socket.clone(),
+            socket: self.socket.clone(),
             source,
         })
     }
 
-    pub fn ping(&self) -> Result<(), LinkError> {
-        match self.call(&AgentRequest::Ping)? {
+    /// Pings until the agent answers or `limit` has passed.
+    pub fn wait_ready(&self, limit: Duration) -> Result<(), LinkError> {
+        match self.call_when_ready(&AgentRequest::Ping, limit)? {
             AgentResponse::Pong => Ok(()),
             answer => Err(LinkError::NotPong {
                 socket: self.socket.clone(),
                 answer,
             }),
-        }
-    }
-
-    /// Pings until the agent answers or `limit` has passed.
-    pub fn wait_ready(&self, limit: Duration) -> Result<(), LinkError> {
-        let started = Instant::now();
-        loop {
-            let last = match self.ping() {
-                Ok(()) => return Ok(()),
-                Err(problem) => problem,
-            };
-            if started.elapsed() >= limit {
-                return Err(LinkError::NotReady {
-                    socket: self.socket.clone(),
-                    waited: limit,
-                    last: Box::new(last),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -1,7 +1,10 @@
-//! The durable per-sandbox cache: one JSON file per container ID, written atomically
-//! (temporary file, fsync, rename, fsync of the directory) before the first delegate runs
-//! and after each one, so a DEL can reach every delegate after an agent restart, a reboot
-//! or the NAD's deletion. Removed only after a DEL in which every delegate succeeded.
+//! The durable per-sandbox cache: one JSON file per container ID. Before the first delegate
+//! runs, the record (every delegate, no result yet) is written durably (temporary file,
+//! fsync, rename, fsync of the directory), so a DEL can reach every delegate after an
+//! agent restart, a reboot or the NAD's deletion. Once the delegates are done, the record
+//! with their results replaces it atomically, without waiting for the directory: should a
+//! crash lose that rename, the durable record still names every delegate. Removed only
+//! after a DEL in which every delegate succeeded.
 use std::{
     fs::{File, OpenOptions},
     io::Write,
@@ -81,6 +84,13 @@ pub enum CacheError {
     Corrupt { path: PathBuf, problem: String },
 }
 
+/// Whether a record replacement waits until the rename itself is on disk.
+#[derive(Clone, Copy)]
+enum Durability {
+    Durable,
+    Atomic,
+}
+
 /// The cache directory (e.g. /var/lib/netwarden/cache).
 #[derive(Clone, Debug)]
 pub struct Cache {
@@ -101,8 +111,21 @@ impl Cache {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Replaces the sandbox's record atomically and durably.
+    /// Replaces the sandbox's record atomically and durably: once this returns, the
+    /// record survives a crash.
     pub fn write(&self, record: &SandboxRecord) -> Result<(), CacheError> {
+        self.replace(record, Durability::Durable)
+    }
+
+    /// Replaces the sandbox's record atomically: a reader (even after a crash) finds the
+    /// previous record or this one, whole. For updates of a record [`write`] made durable.
+    ///
+    /// [`write`]: Self::write
+    pub fn update(&self, record: &SandboxRecord) -> Result<(), CacheError> {
+        self.replace(record, Durability::Atomic)
+    }
+
+    fn replace(&self, record: &SandboxRecord, durability: Durability) -> Result<(), CacheError> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let path = self.path(&record.container_id);
         let io = |action| {
@@ -132,9 +155,13 @@ impl Cache {
                 .mode(0o600)
                 .open(&temp)?;
             file.write_all(&bytes)?;
+            // Without it, some file systems can show the new name with no data after a crash.
             file.sync_all()?;
             std::fs::rename(&temp, &path)?;
-            File::open(&self.dir)?.sync_all()
+            match durability {
+                Durability::Durable => File::open(&self.dir)?.sync_all(),
+                Durability::Atomic => Ok(()),
+            }
         })();
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
@@ -252,7 +279,7 @@ mod tests {
         cache.write(&rec).unwrap();
         assert_eq!(cache.read(&id).unwrap(), Some(rec.clone()));
         rec.attachments[0].result = Some(CniResult::default());
-        cache.write(&rec).unwrap();
+        cache.update(&rec).unwrap();
         assert_eq!(cache.read(&id).unwrap(), Some(rec));
         // Only the record is left: no temporary files.
         let names: Vec<_> = std::fs::read_dir(cache.dir())

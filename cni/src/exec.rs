@@ -3,9 +3,15 @@
 use std::{
     io::{Read, Write},
     path::{Path, PathBuf},
-    process::{ExitStatus, Stdio},
+    process::{Child, ExitStatus, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
+};
+
+use rustix::{
+    event::{poll, PollFd, PollFlags, Timespec},
+    io::Errno,
+    process::{pidfd_open, Pid, PidfdFlags},
 };
 
 use crate::protocol::{CniError, Command, Request};
@@ -119,25 +125,16 @@ impl PluginRunner {
             });
             // stdout reaches EOF when the plugin exits (or closes it): that is the signal
             // to reap it. The child is still ours, so killing it on timeout is race-free.
-            let deadline = std::time::Instant::now() + self.timeout;
+            let deadline = Instant::now() + self.timeout;
             let mut stdout = finished.recv_timeout(self.timeout).ok();
             // A plugin may close stdout and linger: it still has until the deadline to exit.
-            let mut status = child.try_wait();
-            while stdout.is_some() && matches!(status, Ok(None)) {
-                if std::time::Instant::now() >= deadline {
-                    stdout = None;
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(1));
-                status = child.try_wait();
+            if stdout.is_some() && !exits_by(&child, deadline) {
+                stdout = None;
             }
             if stdout.is_none() {
                 let _ = child.kill();
             }
-            let status = match status {
-                Ok(Some(status)) => Ok(status),
-                _ => child.wait(),
-            };
+            let status = child.wait();
             drop(done);
             (stdout, status, stderr.join().unwrap_or_default())
         });
@@ -171,6 +168,27 @@ impl PluginRunner {
             stdout_tail: tail(&stdout),
             stderr_tail: tail(&stderr),
         })
+    }
+}
+
+/// Whether `child` exits by `deadline`, waited for on its pidfd without reaping it (so it
+/// stays ours to kill). Without pidfds (Linux before 5.3) the answer is yes: the plugin has
+/// closed its stdout, it is exiting.
+fn exits_by(child: &Child, deadline: Instant) -> bool {
+    let Ok(pidfd) = pidfd_open(Pid::from_child(child), PidfdFlags::empty()) else {
+        return true;
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        match poll(&mut [PollFd::new(&pidfd, PollFlags::IN)], Some(&timeout)) {
+            Ok(ready) => return ready > 0,
+            Err(Errno::INTR) => continue,
+            Err(_) => return true,
+        }
     }
 }
 

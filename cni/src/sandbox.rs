@@ -161,9 +161,10 @@ impl AttachmentRecord {
     }
 }
 
-/// ADD: runs `attachments` (results empty) in order for the sandbox. Returns the record with
-/// every result, the default-route request applied. On failure nothing stays attached and
-/// the cache is gone, unless deleting also failed: then the cache is kept for a later DEL.
+/// ADD: runs `attachments` (results empty) in order for the sandbox, once the cache durably
+/// names them all. Returns the record with every result, the default-route request applied,
+/// as the cache now holds it. On failure nothing stays attached and the cache is gone,
+/// unless deleting also failed: then the cache is kept for a later DEL.
 pub fn add(
     runner: &PluginRunner,
     cache: &Cache,
@@ -186,13 +187,8 @@ pub fn add(
         let attachment = &record.attachments[index];
         let request = attachment.request(&record, Command::Add, Some(spec.netns.clone()));
         match attachment.delegate.add(runner, &request) {
-            Ok(result) => {
-                record.attachments[index].result = Some(result);
-                if let Err(error) = cache.write(&record) {
-                    let failure = record.attachments[index].failure(&error);
-                    return Err(roll_back(runner, cache, &record, index, failure, sandbox));
-                }
-            }
+            // Kept in memory: the durable record already reaches this delegate on DEL.
+            Ok(result) => record.attachments[index].result = Some(result),
             Err(error) => {
                 let failure = attachment.failure(&error);
                 return Err(roll_back(runner, cache, &record, index, failure, sandbox));
@@ -203,7 +199,7 @@ pub fn add(
     let applied: Result<(), RouteError> = routes::apply(&spec.netns, &changes);
     let written = applied
         .map_err(|e| e.to_string())
-        .and_then(|()| cache.write(&record).map_err(|e| e.to_string()));
+        .and_then(|()| cache.update(&record).map_err(|e| e.to_string()));
     if let Err(error) = written {
         let last = record.attachments.len() - 1;
         let failure = AttachmentFailure {
@@ -242,7 +238,7 @@ fn roll_back(
     let cache_result = if leaked.is_empty() {
         cache.remove(&record.container_id)
     } else {
-        cache.write(record)
+        cache.update(record)
     };
     if let Err(error) = cache_result {
         leaked.push(AttachmentFailure {
@@ -435,7 +431,7 @@ fi"#,
     }
 
     #[test]
-    fn the_cache_is_written_before_the_first_delegate_and_after_each() {
+    fn the_cache_names_every_delegate_before_the_first_runs_and_ends_with_every_result() {
         let f = Fixture::new();
         let record = add(
             &f.runner,
@@ -447,8 +443,8 @@ fi"#,
         let first = f.seen("net1");
         assert_eq!(first.attachments.len(), 2);
         assert!(first.attachments.iter().all(|a| a.result.is_none()));
-        let second = f.seen("net2");
-        assert!(second.attachments[0].result.is_some() && second.attachments[1].result.is_none());
+        assert_eq!(f.seen("net2"), first);
+        assert!(record.attachments.iter().all(|a| a.result.is_some()));
         assert_eq!(f.cache.read(&f.spec.container_id).unwrap(), Some(record));
 
         let err = add(&f.runner, &f.cache, &f.spec, f.attachments(&["net1"])).unwrap_err();

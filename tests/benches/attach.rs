@@ -9,7 +9,10 @@
 #[path = "../../agent/benches/support/report.rs"]
 mod report;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use netwarden_tests::node::{Lab, Pod, PLUGINS};
 use report::{human, table, Machine, Percentiles};
@@ -55,7 +58,11 @@ fn main() {
     std::thread::sleep(Duration::from_secs(1));
     let mut netwarden = Samples::default();
     let mut reference = Samples::default();
+    let mut before = AgentTimes::default();
     for (i, (through, beside)) in pairs.drain(..).enumerate() {
+        if i == WARM_UP {
+            before = AgentTimes::read(&lab);
+        }
         let mut runs: [(&mut Samples, Op); 2] = [
             (&mut netwarden, &|command| {
                 netwarden_op(&lab, command, &through)
@@ -85,7 +92,8 @@ fn main() {
         "addresses left allocated: {:?}",
         lab.allocations()
     );
-    let doc = document(&machine, pods, &netwarden, &reference);
+    let agent = AgentTimes::read(&lab).since(&before);
+    let doc = document(&machine, pods, &netwarden, &reference, &agent);
     println!("{doc}");
     match report::write_doc("attach.md", &doc) {
         Ok(path) => eprintln!("written: {}", path.display()),
@@ -139,7 +147,167 @@ impl Direct {
     }
 }
 
-fn document(machine: &Machine, pods: usize, netwarden: &Samples, direct: &Samples) -> String {
+/// The agent's own timings, from its `/metrics`: the sum and count of each
+/// `netwarden_attach_stage_seconds` series, by (command, stage).
+#[derive(Default)]
+struct AgentTimes {
+    stages: BTreeMap<(String, String), (f64, f64)>,
+}
+
+impl AgentTimes {
+    const SERIES: &str = "netwarden_attach_stage_seconds";
+
+    fn read(lab: &Lab) -> Self {
+        let (status, body) = lab.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        let mut stages = BTreeMap::new();
+        for line in body.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Some((name, labels)) = series.split_once('{') else {
+                continue;
+            };
+            let field = match name.strip_prefix(Self::SERIES) {
+                Some("_sum") => 0,
+                Some("_count") => 1,
+                _ => continue,
+            };
+            let label = |key: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix("=\""))
+                    .map(|v| v.trim_end_matches('}').trim_end_matches('"').to_owned())
+                    .expect("command and stage labels")
+            };
+            let value: f64 = value.parse().expect("a number");
+            let entry: &mut (f64, f64) = stages
+                .entry((label("command"), label("stage")))
+                .or_default();
+            if field == 0 {
+                entry.0 = value;
+            } else {
+                entry.1 = value;
+            }
+        }
+        Self { stages }
+    }
+
+    /// What happened between `earlier` and `self`.
+    fn since(mut self, earlier: &Self) -> Self {
+        for (key, (sum, count)) in &mut self.stages {
+            if let Some((before_sum, before_count)) = earlier.stages.get(key) {
+                *sum -= before_sum;
+                *count -= before_count;
+            }
+        }
+        self
+    }
+
+    /// Mean seconds of each stage of `command`, in the order the agent runs them.
+    fn means(&self, command: &str) -> Vec<(&str, f64)> {
+        const ORDER: [&str; 8] = [
+            "pod",
+            "plan",
+            "guard",
+            "delegates",
+            "enforcer_lock",
+            "engine",
+            "datapath",
+            "status",
+        ];
+        ORDER
+            .iter()
+            .filter_map(|stage| {
+                let (sum, count) = self
+                    .stages
+                    .get(&(command.to_owned(), (*stage).to_owned()))?;
+                (*count > 0.0).then(|| (*stage, sum / count))
+            })
+            .collect()
+    }
+}
+
+/// What each stage of the agent is, for the breakdown table.
+fn stage_meaning(stage: &str) -> &'static str {
+    match stage {
+        "pod" => "waiting for the pod in the cluster state",
+        "plan" => "reading the cluster network config, resolving the pod's networks",
+        "guard" => {
+            "closing the new interfaces to inbound traffic before the delegates, opening them once enforced (`nft`, twice)"
+        }
+        "delegates" => {
+            "the delegates (fork and exec of each plugin), the cache writes, the hop to a blocking thread"
+        }
+        "enforcer_lock" => "waiting for the enforcer (cluster events use it too)",
+        "engine" => "the policy engine taking in the pod with its interfaces",
+        "datapath" => {
+            "ADD: attaching and programming the eBPF programs on each new interface; DEL: forgetting them"
+        }
+        "status" => "writing network-status (the directory source: the pod's manifest)",
+        _ => "",
+    }
+}
+
+fn mean(samples: &[Duration]) -> f64 {
+    samples.iter().map(Duration::as_secs_f64).sum::<f64>() / samples.len().max(1) as f64
+}
+
+/// Where a command's mean latency goes: the agent's stages, and the rest
+/// (`netwarden-cni`'s start, the socket, the request and the answer).
+fn breakdown(
+    command: &str,
+    through: &[Duration],
+    beside: &[Duration],
+    agent: &AgentTimes,
+) -> String {
+    let total = mean(through);
+    let stages = agent.means(command);
+    let in_agent: f64 = stages.iter().map(|(_, secs)| secs).sum();
+    let ms = |secs: f64| format!("{:.2} ms", secs * 1e3);
+    let share = |secs: f64| format!("{:.0} %", 100.0 * secs / total);
+    let mut rows = vec![vec![
+        "netwarden-cni".to_owned(),
+        "the binary's start, the socket, the request and the answer (the rest)".to_owned(),
+        ms(total - in_agent),
+        share(total - in_agent),
+    ]];
+    for (stage, secs) in &stages {
+        rows.push(vec![
+            format!("agent: {stage}"),
+            stage_meaning(stage).to_owned(),
+            ms(*secs),
+            share(*secs),
+        ]);
+    }
+    rows.push(vec![
+        "**total**".to_owned(),
+        format!("netwarden's mean {command}"),
+        ms(total),
+        "100 %".to_owned(),
+    ]);
+    rows.push(vec![
+        "direct".to_owned(),
+        "the same delegates executed directly (for comparison with `delegates`)".to_owned(),
+        ms(mean(beside)),
+        share(mean(beside)),
+    ]);
+    format!(
+        "### {command}\n\n{}",
+        table(
+            &["step", "what", "mean", "share of netwarden's mean"],
+            &rows
+        )
+    )
+}
+
+fn document(
+    machine: &Machine,
+    pods: usize,
+    netwarden: &Samples,
+    direct: &Samples,
+    agent: &AgentTimes,
+) -> String {
     let mut rows = Vec::new();
     for (command, through, beside) in [
         ("ADD", &netwarden.add, &direct.add),
@@ -185,17 +353,23 @@ fn document(machine: &Machine, pods: usize, netwarden: &Samples, direct: &Sample
            ptp for eth0, then macvlan for net1 (DEL in reverse).\n\n\
          The {pods} pods netwarden attaches (plus the warm-up ones) are written as \
          manifests before the clock runs, so the agent knows each pod when its ADD \
-         arrives; the direct path needs no cluster objects. The directory source \
-         reloads every manifest after each change, and each ADD writes one (the \
-         network-status): that reload competes for the CPU with the next ADD, so the \
-         overhead grows with the number of manifests (compare with \
-         `NETWARDEN_BENCH_QUICK=1`); the Kubernetes API source does not pay it. \
-         Overhead is netwarden minus direct, per percentile (negative: within the \
-         noise). The two paths alternate which goes first, pod by pod. The machine is shared (other builds may run at the same \
-         time): take the figures as orders of magnitude.\n\n\
+         arrives; the direct path needs no cluster objects. Each ADD writes one manifest \
+         (the pod's network-status); the directory source re-reads only the files that \
+         change, so the cost does not grow with the number of manifests. Overhead is \
+         netwarden minus direct, per percentile (negative: within the noise). The two \
+         paths alternate which goes first, pod by pod. The machine is shared (other \
+         builds may run at the same time): take the figures as orders of magnitude.\n\n\
          ## Latency\n\n\
          Target: overhead under {} at p50; the ratio is the p50 overhead to it (under 1 \
-         meets the target).\n\n{}",
+         meets the target).\n\n{}\n\
+         ## Where the time goes\n\n\
+         Means over the timed pods. The agent's steps come from its \
+         `netwarden_attach_stage_seconds` metric (its `/metrics`, read before and after the \
+         timed pods); `netwarden-cni` is the rest of the mean latency the benchmark \
+         measures. The ADD `datapath` row is the eBPF programs' load and attach on each new \
+         interface. In a DEL, the delegates remove interfaces that still carry eBPF \
+         programs: the kernel's work of detaching them is in the `delegates` row (compare \
+         it with `direct`), the unpinning after it in `datapath`.\n\n{}\n{}",
         machine.markdown(),
         human(TARGET_OVERHEAD),
         table(
@@ -212,5 +386,7 @@ fn document(machine: &Machine, pods: usize, netwarden: &Samples, direct: &Sample
             ],
             &rows
         ),
+        breakdown("ADD", &netwarden.add, &direct.add, agent),
+        breakdown("DEL", &netwarden.del, &direct.del, agent),
     )
 }

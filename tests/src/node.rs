@@ -67,6 +67,29 @@ pub fn macvlan(subnet: &str, start: &str, end: &str, data_dir: &Path) -> Value {
     })
 }
 
+/// Runs a CNI plugin `command` (environment set) with `config` on its stdin; returns the
+/// exit code and stdout JSON (Null when empty).
+pub fn run_plugin(command: &mut Command, config: &Value) -> (i32, Value) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("CNI plugin starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(config.to_string().as_bytes())
+        .expect("config written");
+    let out = child.wait_with_output().expect("CNI plugin ends");
+    let json = if out.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+    };
+    (out.status.code().unwrap_or(-1), json)
+}
+
 /// A node running the agent, a manifest directory, a cache.
 pub struct Lab {
     pub node: NetNamespace,
@@ -326,9 +349,7 @@ impl Lab {
                 ("CNI_IFNAME", ifname),
                 ("CNI_ARGS", &args),
                 ("CNI_PATH", PLUGINS),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+            ]);
         // Only the network namespace, as a runtime does (`ip netns exec` would also give
         // the plugin a fresh /sys). SAFETY: between fork and exec the child only makes the
         // setns system call.
@@ -338,20 +359,7 @@ impl Lab {
                     .map_err(std::io::Error::from)
             });
         }
-        let mut child = child.spawn().expect("CNI plugin starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(config.to_string().as_bytes())
-            .expect("config written");
-        let out = child.wait_with_output().expect("CNI plugin ends");
-        let json = if out.stdout.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-        };
-        (out.status.code().unwrap_or(-1), json)
+        run_plugin(&mut child, config)
     }
 
     /// The network-status the agent wrote into the pod's manifest.

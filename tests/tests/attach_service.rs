@@ -5,13 +5,13 @@
 //! namespaces, NADs) that the agent watches and writes network-status back into, on a node
 //! made by [`netwarden_tests::node`] (see there for the binaries these tests need built).
 use std::{
-    io::Write,
     net::Ipv4Addr,
-    process::{Command, Stdio},
-    time::Instant,
+    process::Command,
+    time::{Duration, Instant},
 };
 
-use netwarden_tests::node::{binary, Lab, Pod};
+use netwarden_agent::lab::topology;
+use netwarden_tests::node::{binary, run_plugin, Lab, Pod, NODE, PLUGINS};
 use serde_json::{json, Value};
 
 fn in_seed_range(address: &Ipv4Addr) -> bool {
@@ -197,26 +197,185 @@ fn a_non_root_caller_gets_a_cni_error_even_when_it_can_reach_the_socket() {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     }
     let config = json!({"cniVersion": "1.0.0", "name": "netwarden", "socket": lab.socket()});
-    let mut child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(binary("netwarden-cni"))
-        .env_clear()
-        .env("CNI_COMMAND", "STATUS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("netwarden-cni starts as nobody");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(config.to_string().as_bytes())
-        .expect("config written");
-    let out = child.wait_with_output().expect("netwarden-cni ends");
-    let error: Value = serde_json::from_slice(&out.stdout).expect("CNI error JSON");
-    assert_eq!(out.status.code(), Some(1));
+    let (code, error) = run_plugin(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary("netwarden-cni"))
+            .env_clear()
+            .env("CNI_COMMAND", "STATUS"),
+        &config,
+    );
+    assert_eq!(code, 1);
     assert!(
         error["msg"].as_str().unwrap_or("").contains("only root"),
         "{error}"
+    );
+}
+
+/// `netwarden-cni` with `config` on stdin and only CNI_COMMAND and CNI_PATH set, as a
+/// runtime runs GC (no container, namespace or interface).
+fn gc(config: &Value) -> (i32, Value) {
+    run_plugin(
+        Command::new(binary("netwarden-cni"))
+            .env_clear()
+            .env("CNI_COMMAND", "GC")
+            .env("CNI_PATH", PLUGINS),
+        config,
+    )
+}
+
+/// A gauge or counter from the agent's `/metrics`.
+fn metric(lab: &Lab, name: &str) -> f64 {
+    let (status, body) = lab.http_get("/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{body}"))
+}
+
+/// What a reboot does to a sandbox: its network namespace, and every interface in it, is
+/// gone; the cache, on disk, stays.
+fn lose_namespace(pod: &Pod) {
+    topology::ip(&["netns", "delete", pod.netns.name()]).expect("sandbox namespace deleted");
+}
+
+fn cached(lab: &Lab, pod: &Pod) -> bool {
+    lab.path("cache")
+        .join(format!("{}.json", pod.container_id))
+        .exists()
+}
+
+#[test]
+fn gc_deletes_every_attachment_the_runtime_no_longer_lists_through_every_delegate() {
+    let mut lab = Lab::new("att-gc");
+    let kept = lab.pod("default", "macvlan-conf");
+    assert_eq!(lab.cni("ADD", &kept).0, 0);
+    let kept_addresses = lab.allocations();
+    let kept_endpoints = metric(&lab, "netwarden_endpoints");
+    // Three delegates: the cluster network, macvlan-conf and wide-conf.
+    let stale = lab.pod("default", "macvlan-conf,wide-conf");
+    assert_eq!(lab.cni("ADD", &stale).0, 0);
+    assert_eq!(lab.allocations().len(), kept_addresses.len() + 3);
+    // The runtime lost the sandbox (a crash): GC is how it tells the plugins.
+    lose_namespace(&stale);
+
+    let config = json!({"cniVersion": "1.1.0", "name": "netwarden", "type": "netwarden-cni",
+                        "socket": lab.socket(),
+                        "cni.dev/valid-attachments": [
+                            {"containerID": kept.container_id, "ifname": "eth0"}]});
+    assert_eq!(gc(&config), (0, Value::Null));
+
+    let mut left = lab.allocations();
+    left.sort();
+    let mut kept_sorted = kept_addresses.clone();
+    kept_sorted.sort();
+    assert_eq!(
+        left, kept_sorted,
+        "every delegate of the stale sandbox released"
+    );
+    assert!(!cached(&lab, &stale));
+    assert!(cached(&lab, &kept));
+    assert_eq!(
+        metric(&lab, "netwarden_endpoints"),
+        kept_endpoints,
+        "the stale sandbox's interfaces are no longer enforced on"
+    );
+    // The listed sandbox is untouched.
+    assert_eq!(kept.ipv4("net1").map(|a| a.len()), Some(1));
+    assert_eq!(lab.cni("CHECK", &kept).0, 0);
+    assert_eq!(lab.cni("DEL", &kept), (0, Value::Null));
+    assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
+}
+
+#[test]
+fn a_full_queue_refuses_at_once_with_agent_busy_and_the_admitted_adds_complete() {
+    let mut lab = Lab::new("att-busy");
+    let config_file = lab.path("agent.json");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(&config_file).expect("agent config")).expect("JSON");
+    config["maxConcurrent"] = 1.into();
+    config["maxQueued"] = 1.into();
+    std::fs::write(&config_file, config.to_string()).expect("agent config written");
+    lab.stop_agent();
+    lab.start_agent();
+
+    // Two ADDs for pods the cluster state does not have yet: admitted, they wait for them.
+    let late: Vec<Pod> = (0..2)
+        .map(|i| lab.sandbox("default", format!("late{i}")))
+        .collect();
+    let third = lab.pod("default", "macvlan-conf");
+    std::thread::scope(|scope| {
+        let lab = &lab;
+        let adds: Vec<_> = late
+            .iter()
+            .map(|pod| scope.spawn(move || lab.cni("ADD", pod)))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metric(lab, "netwarden_attach_admitted") < 2.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the two ADDs were never admitted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+
+        // A third finds the queue full: a CNI error the runtime retries on, at once.
+        let (code, error) = lab.cni("ADD", &third);
+        assert_eq!(code, 1, "{error}");
+        assert_eq!(error["code"], 11, "try again later: {error}");
+        let msg = error["msg"].as_str().unwrap_or("");
+        assert!(msg.contains("agent busy") && msg.contains("retry"), "{msg}");
+        assert!(third.interfaces().is_empty(), "{:?}", third.interfaces());
+
+        for pod in &late {
+            lab.write_manifest(
+                &format!("pod-default-{}", pod.name),
+                &json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": pod.name, "namespace": "default",
+                                     "uid": format!("uid-{}", pod.name),
+                                     "annotations": {"k8s.v1.cni.cncf.io/networks": "macvlan-conf"}},
+                        "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "pause"}]}}),
+            );
+        }
+        for (pod, add) in late.iter().zip(adds) {
+            let (code, out) = add.join().expect("ADD thread");
+            assert_eq!(code, 0, "{}: {out}", pod.name);
+        }
+    });
+    // Retried once the burst is over, the refused ADD goes through.
+    assert_eq!(lab.cni("ADD", &third).0, 0);
+    for pod in late.iter().chain([&third]) {
+        assert_eq!(pod.ipv4("net1").map(|a| a.len()), Some(1), "{}", pod.name);
+        assert_eq!(lab.cni("DEL", pod), (0, Value::Null));
+    }
+    assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
+}
+
+#[test]
+fn del_after_a_reboot_reaches_every_delegate_though_the_sandboxes_are_gone() {
+    let mut lab = Lab::new("att-boot");
+    let early = lab.pod("default", "macvlan-conf");
+    let late = lab.pod("default", "macvlan-conf,wide-conf");
+    for pod in [&early, &late] {
+        assert_eq!(lab.cni("ADD", pod).0, 0);
+    }
+    lab.stop_agent();
+    lose_namespace(&early);
+    lose_namespace(&late);
+
+    // The runtime's DEL may come before the agent is back: the binary does it.
+    assert_eq!(lab.cni("DEL", &early), (0, Value::Null));
+    assert!(!cached(&lab, &early));
+    assert_eq!(lab.allocations().len(), 3, "{:?}", lab.allocations());
+    // Or after: the agent does it, from the same cache.
+    lab.start_agent();
+    assert_eq!(lab.cni("DEL", &late), (0, Value::Null));
+    assert!(!cached(&lab, &late));
+    assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
+    assert_eq!(metric(&lab, "netwarden_endpoints"), 0.0);
+    assert_eq!(
+        lab.cni("DEL", &late),
+        (0, Value::Null),
+        "a repeated DEL fails"
     );
 }

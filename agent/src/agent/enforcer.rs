@@ -1,7 +1,10 @@
 //! Keeps the kernel in step with the policy engine: cluster events go through the engine
 //! and every changed endpoint is reprogrammed; an ADD's new interfaces are attached and
 //! programmed before the pod gets them; a reconcile repairs drift.
-use std::path::PathBuf;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Pod;
 use netwarden_cni::{
@@ -32,6 +35,9 @@ pub struct Enforcer {
     engine: Engine,
     datapath: Datapath,
     endpoints: Endpoints,
+    /// Time spent attaching and programming endpoints so far: an ADD's datapath share is
+    /// the difference across its [`admit`](Self::admit).
+    datapath_time: Duration,
 }
 
 impl Enforcer {
@@ -40,7 +46,12 @@ impl Enforcer {
             engine,
             datapath,
             endpoints,
+            datapath_time: Duration::ZERO,
         }
+    }
+
+    pub fn datapath_time(&self) -> Duration {
+        self.datapath_time
     }
 
     /// Feeds the engine without touching the kernel: during the initial listing, before
@@ -155,9 +166,16 @@ impl Enforcer {
         problems
     }
 
+    fn sync(&mut self, id: &EndpointId) -> Result<(), EnforceError> {
+        let started = Instant::now();
+        let synced = self.bring_into_kernel(id);
+        self.datapath_time += started.elapsed();
+        synced
+    }
+
     /// Brings one local endpoint to the engine's current output (open, with anti-spoofing,
     /// when no policy covers it), attaching it first if needed.
-    fn sync(&mut self, id: &EndpointId) -> Result<(), EnforceError> {
+    fn bring_into_kernel(&mut self, id: &EndpointId) -> Result<(), EnforceError> {
         let Some(local) = self.endpoints.get_mut(id) else {
             // Not attached by this agent (e.g. its sandbox is not in the cache).
             return Ok(());

@@ -12,6 +12,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::attach::stages::StageLabels;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabels {
     pub map: String,
@@ -27,6 +29,10 @@ pub struct Metrics {
     registry: Registry,
     /// A CNI ADD, request to answer (delegates, attach, programming, network-status).
     pub attach_seconds: Histogram,
+    /// The steps of ADD and DEL (see [`crate::attach::stages::Stage`]).
+    pub attach_stage_seconds: Family<StageLabels, Histogram>,
+    /// CNI requests admitted on the attach socket (running or queued).
+    pub attach_admitted: Gauge,
     /// One cluster event through the engine and into the datapath.
     pub policy_update_seconds: Histogram,
     pub endpoints: Gauge,
@@ -44,6 +50,10 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("netwarden");
         let buckets = || exponential_buckets(0.000_5, 2.0, 16);
         let attach_seconds = Histogram::new(buckets());
+        let attach_stage_seconds = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+        });
+        let attach_admitted = Gauge::default();
         let policy_update_seconds = Histogram::new(buckets());
         let endpoints = Gauge::default();
         let map_entries = Family::default();
@@ -54,6 +64,16 @@ impl Default for Metrics {
             "attach_seconds",
             "CNI ADD latency: delegates, attach, tables written, network-status",
             attach_seconds.clone(),
+        );
+        registry.register(
+            "attach_stage_seconds",
+            "One step of a CNI ADD or DEL: pod, plan, guard, delegates, enforcer_lock, engine, datapath, status",
+            attach_stage_seconds.clone(),
+        );
+        registry.register(
+            "attach_admitted",
+            "CNI requests admitted on the attach socket, running or queued (maxConcurrent + maxQueued at most)",
+            attach_admitted.clone(),
         );
         registry.register(
             "policy_update_seconds",
@@ -88,6 +108,8 @@ impl Default for Metrics {
         Self {
             registry,
             attach_seconds,
+            attach_stage_seconds,
+            attach_admitted,
             policy_update_seconds,
             endpoints,
             map_entries,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod guard;
 pub mod server;
 pub mod service;
+pub mod stages;
 
 pub use error::AttachError;
 pub use service::AttachService;

@@ -13,6 +13,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::Semaphore,
 };
+use tracing::Instrument;
 
 use super::{error::AttachError, service::AttachService};
 use crate::cluster::source::ClusterSource;
@@ -80,8 +81,18 @@ async fn connection<S: ClusterSource + Send + Sync + 'static>(
                     },
                 ),
                 Ok(_admission) => {
+                    let _counted = Admitted::count(&service);
                     let command = request.command;
-                    match service.handle(request, &config).await {
+                    let span = tracing::info_span!(
+                        "cni",
+                        command = command.as_str(),
+                        container = %request
+                            .container_id
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default(),
+                    );
+                    match service.handle(request, &config).instrument(span).await {
                         Ok(stdout) => AgentResponse::Success { stdout },
                         Err(error) => {
                             tracing::warn!("{command}: {error}");
@@ -93,6 +104,23 @@ async fn connection<S: ClusterSource + Send + Sync + 'static>(
         }
     };
     writer.write_all(&agent_link::encode(&response)).await
+}
+
+/// Keeps `attach_admitted` counting a request while it is admitted.
+struct Admitted<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Admitted<'a> {
+    fn count<S>(service: &'a AttachService<S>) -> Self {
+        let gauge = &service.agent().metrics.attach_admitted;
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 fn admitted_total<S>(service: &AttachService<S>) -> usize {

@@ -21,7 +21,11 @@ use netwarden_cni::{
 use serde_json::Value;
 use tokio::sync::{OwnedMutexGuard, Semaphore};
 
-use super::{error::AttachError, guard::InboundGuard};
+use super::{
+    error::AttachError,
+    guard::InboundGuard,
+    stages::{Stage, Stopwatch},
+};
 use crate::{
     agent::{AgentConfig, AgentState},
     cluster::{
@@ -51,6 +55,10 @@ pub struct AttachService<S> {
 impl<S> AttachService<S> {
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    pub fn agent(&self) -> &AgentState {
+        &self.agent
     }
 }
 
@@ -103,10 +111,17 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
                 let _sandbox = self.lock(&id).await;
                 let netns = request.netns;
                 let deleting = id.clone();
+                let mut watch = Stopwatch::start(&self.agent.metrics, Command::Del);
                 self.blocking(move |s| sandbox::del(&s.runner, &s.cache, &deleting, netns))
                     .await?;
+                watch.lap(Stage::Delegates);
                 // The interfaces are gone: their links and table entries go too.
-                for problem in self.agent.enforcer.lock().await.release(&id) {
+                let mut enforcer = self.agent.enforcer.lock().await;
+                watch.lap(Stage::EnforcerLock);
+                let problems = enforcer.release(&id);
+                drop(enforcer);
+                watch.lap(Stage::Datapath);
+                for problem in problems {
                     tracing::warn!("DEL {id}: {problem}");
                 }
                 Ok(None)
@@ -133,11 +148,15 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             namespace: identity.namespace,
             name: identity.name,
         };
+        let mut watch = Stopwatch::start(&self.agent.metrics, Command::Add);
         let pod = self
             .store
             .wait_for_pod(&pod_ref, &identity.uid, self.config.pod_wait())
             .await?;
-        let added = self.add_pod(request, version, pod_ref, pod.clone()).await;
+        watch.lap(Stage::Pod);
+        let added = self
+            .add_pod(request, version, pod_ref, pod.clone(), &mut watch)
+            .await;
         if let Err(error) = &added {
             if let Err(problem) = self
                 .source
@@ -157,6 +176,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         version: Version,
         pod_ref: PodRef,
         pod: Pod,
+        watch: &mut Stopwatch<'_>,
     ) -> Result<String, AttachError> {
         let (Some(container_id), Some(netns), Some(ifname)) =
             (request.container_id, request.netns, request.ifname)
@@ -171,8 +191,10 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         };
         let annotations = pod.metadata.annotations.clone().unwrap_or_default();
         let attachments = self.plan(&pod_ref, &annotations, &cluster)?;
+        watch.lap(Stage::Plan);
         // Fail closed from the first moment: nothing gets in before the classifiers judge.
         let guard = self.close_inbound(&netns, &attachments).await?;
+        watch.lap(Stage::Guard);
         let spec = SandboxSpec {
             container_id: container_id.clone(),
             netns: netns.clone(),
@@ -182,6 +204,7 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let added = self
             .blocking(move |s| sandbox::add(&s.runner, &s.cache, &spec, attachments))
             .await;
+        watch.lap(Stage::Delegates);
         let record = match added {
             Ok(record) => record,
             Err(error) => {
@@ -192,25 +215,30 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let entries = build_network_status(&record.attachments);
         // Fail closed: the runtime gets the interfaces only once they are enforced on.
         let current = self.store.pod(&pod_ref).unwrap_or(pod);
-        let admitted =
-            self.agent
-                .enforcer
-                .lock()
-                .await
-                .admit(current, &container_id, netns.clone(), &entries);
+        let mut enforcer = self.agent.enforcer.lock().await;
+        watch.lap(Stage::EnforcerLock);
+        let before = enforcer.datapath_time();
+        let admitted = enforcer.admit(current, &container_id, netns.clone(), &entries);
+        let datapath = enforcer.datapath_time().saturating_sub(before);
+        drop(enforcer);
+        watch.lap_split(Stage::Engine, Some((Stage::Datapath, datapath)));
         let published = match admitted {
             Err(source) => {
                 open_inbound(guard);
                 Err(AttachError::Enforce(Box::new(source)))
             }
-            Ok(()) => match guard.map(InboundGuard::open).transpose() {
-                Err(error) => Err(AttachError::Guard(error)),
-                Ok(_) => self
-                    .source
-                    .write_network_status(&pod_ref, &entries)
-                    .await
-                    .map_err(|source| AttachError::Status(Box::new(source))),
-            },
+            Ok(()) => {
+                let opened = open_now(guard).await;
+                watch.lap(Stage::Guard);
+                match opened {
+                    Err(error) => Err(error),
+                    Ok(()) => {
+                        let written = self.source.write_network_status(&pod_ref, &entries).await;
+                        watch.lap(Stage::Status);
+                        written.map_err(|source| AttachError::Status(Box::new(source)))
+                    }
+                }
+            }
         };
         if let Err(error) = published {
             let rolled_back = container_id.clone();
@@ -289,8 +317,9 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         })
     }
 
-    /// GC: DEL every cached sandbox the runtime no longer lists. A sandbox with a request in
-    /// flight is left alone (its ADD may not be known to the runtime yet).
+    /// GC: DEL every cached sandbox the runtime no longer lists, and forget its interfaces'
+    /// enforcement. A sandbox with a request in flight is left alone (its ADD may not be
+    /// known to the runtime yet).
     async fn gc(self: &Arc<Self>, config: &Value) -> Result<(), AttachError> {
         let valid: BTreeSet<String> = config
             .get(VALID_ATTACHMENTS)
@@ -307,11 +336,16 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
             let Ok(_sandbox) = self.sandbox_lock(&id).try_lock_owned() else {
                 continue;
             };
+            let deleting = id.clone();
             let result = self
-                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &id, None))
+                .blocking(move |s| sandbox::del(&s.runner, &s.cache, &deleting, None))
                 .await;
             match result {
-                Ok(()) => {}
+                Ok(()) => {
+                    for problem in self.agent.enforcer.lock().await.release(&id) {
+                        tracing::warn!("GC {id}: {problem}");
+                    }
+                }
                 Err(AttachError::Sandbox(error)) => failures.push(error),
                 Err(other) => return Err(other),
             }
@@ -367,6 +401,17 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
 }
 
 /// Opens a guard on a failed ADD: whatever is left of the sandbox is rolled back anyway.
+/// Lets traffic in on the guarded interfaces, off the async threads (it runs `nft`).
+async fn open_now(guard: Option<InboundGuard>) -> Result<(), AttachError> {
+    let Some(guard) = guard else {
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || guard.open())
+        .await
+        .map_err(|e| AttachError::Task(e.to_string()))?
+        .map_err(AttachError::Guard)
+}
+
 fn open_inbound(guard: Option<InboundGuard>) {
     if let Some(Err(problem)) = guard.map(InboundGuard::open) {
         tracing::warn!("{problem}");

@@ -1,10 +1,10 @@
 //! `netwarden-cni`: the binary the container runtime executes. It answers VERSION itself
 //! and forwards every other command to the node agent's attach service over a unix socket
-//! (`"socket"` in the network config, default /run/netwarden/cni.sock). Before ADD it waits,
-//! bounded (`"agentWaitSeconds"`, default 30), for the agent to answer a ping; when the
-//! agent cannot be reached on DEL it performs the DEL itself from the on-disk cache
-//! (`"cacheDir"`, default /var/lib/netwarden/cache), so a pod's resources are released even
-//! while the agent is down.
+//! (`"socket"` in the network config, default /run/netwarden/cni.sock). An ADD waits,
+//! bounded (`"agentWaitSeconds"`, default 30), for the agent to accept it (the agent
+//! listens only once it is ready); when the agent cannot be reached on DEL it performs the
+//! DEL itself from the on-disk cache (`"cacheDir"`, default /var/lib/netwarden/cache), so a
+//! pod's resources are released even while the agent is down.
 use std::{
     io::{Read, Write},
     path::PathBuf,
@@ -12,7 +12,7 @@ use std::{
 };
 
 use netwarden_cni::{
-    agent_link::{AgentClient, AgentRequest, AgentResponse, DEFAULT_SOCKET},
+    agent_link::{AgentClient, AgentRequest, AgentResponse, LinkError, DEFAULT_SOCKET},
     protocol::{CniError, Command, ErrorCode, Request, Version, VersionInfo},
     sandbox,
 };
@@ -64,29 +64,30 @@ fn run(config: &serde_json::Value, stdin: Vec<u8>) -> Result<Option<String>, Cni
         request: request.clone(),
         config: stdin,
     };
-    if command == Command::Add {
+    let answer = if command == Command::Add {
         let wait = config
             .get("agentWaitSeconds")
             .and_then(|v| v.as_f64())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map_or(DEFAULT_AGENT_WAIT, Duration::from_secs_f64);
-        client.wait_ready(wait).map_err(|e| {
-            fail((
-                ErrorCode::TryAgainLater,
-                format!(
-                    "netwarden-cni: the netwarden agent is not ready: {e}. Check that the netwarden agent runs on this node and serves {} (the \"socket\" of this network config must be the agent's attach socket)",
-                    client.socket().display()
-                ),
-            ))
-        })?;
-    }
-    match client.call(&forwarded) {
+        client.call_when_ready(&forwarded, wait)
+    } else {
+        client.call(&forwarded)
+    };
+    match answer {
         Ok(AgentResponse::Success { stdout }) => Ok(stdout),
         Ok(AgentResponse::Failure { error }) => Err(error),
         Ok(AgentResponse::Pong) => Err(fail((
             ErrorCode::Io,
             format!(
                 "netwarden-cni: the agent on {} answered a {command} with a pong",
+                client.socket().display()
+            ),
+        ))),
+        Err(not_ready @ LinkError::NotReady { .. }) => Err(fail((
+            ErrorCode::TryAgainLater,
+            format!(
+                "netwarden-cni: the netwarden agent is not ready: {not_ready}. Check that the netwarden agent runs on this node and serves {} (the \"socket\" of this network config must be the agent's attach socket)",
                 client.socket().display()
             ),
         ))),
