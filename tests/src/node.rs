@@ -12,6 +12,7 @@
 //! (`target/<profile>/`, the parent of `deps/`). `cargo xtask test` builds them; alone, run
 //! `cargo build [--release] -p netwarden-agent -p netwarden-cni` first.
 use std::{
+    ffi::OsString,
     fs::File,
     io::{Read, Write},
     net::Ipv4Addr,
@@ -235,6 +236,11 @@ impl Lab {
             .expect("agent ready");
     }
 
+    /// The running agent's process id (`nsenter` execs the agent).
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     pub fn stop_agent(&mut self) {
         if let Some(mut child) = self.agent.take() {
             // `nsenter` execs the agent, so this is the agent's own pid.
@@ -297,24 +303,56 @@ impl Lab {
         ifname: &str,
         config: &Value,
     ) -> (i32, Value) {
+        let (code, stdout) = self.exec_plugin_raw(
+            plugin,
+            command,
+            pod,
+            ifname,
+            &[],
+            config.to_string().as_bytes(),
+        );
+        let json = if stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&stdout).expect("stdout is JSON")
+        };
+        (code, json)
+    }
+
+    /// [`Lab::exec_plugin`] with any bytes: the environment as for `pod` with `overrides`
+    /// replacing variables (non-UTF-8 values included), and `stdin` as given; returns the
+    /// exit code and stdout.
+    pub fn exec_plugin_raw(
+        &self,
+        plugin: &Path,
+        command: &str,
+        pod: &Pod,
+        ifname: &str,
+        overrides: &[(&str, OsString)],
+        stdin: &[u8],
+    ) -> (i32, Vec<u8>) {
         let args = format!(
             "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
             pod.namespace, pod.name, pod.container_id, pod.name
         );
-        let netns = pod.netns.path();
+        let mut vars: Vec<(&str, OsString)> = vec![
+            ("CNI_COMMAND", command.into()),
+            ("CNI_CONTAINERID", pod.container_id.as_str().into()),
+            ("CNI_NETNS", pod.netns.path().into()),
+            ("CNI_IFNAME", ifname.into()),
+            ("CNI_ARGS", args.into()),
+            ("CNI_PATH", PLUGINS.into()),
+        ];
+        for (key, value) in overrides {
+            vars.retain(|(k, _)| k != key);
+            vars.push((key, value.clone()));
+        }
         let node = File::open(self.node.path()).expect("node netns handle");
         let mut child = Command::new(plugin);
         child
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs([
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &pod.container_id),
-                ("CNI_NETNS", netns.to_str().expect("utf-8 path")),
-                ("CNI_IFNAME", ifname),
-                ("CNI_ARGS", &args),
-                ("CNI_PATH", PLUGINS),
-            ])
+            .envs(vars)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         // Only the network namespace, as a runtime does (`ip netns exec` would also give
@@ -331,15 +369,10 @@ impl Lab {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(config.to_string().as_bytes())
+            .write_all(stdin)
             .expect("config written");
         let out = child.wait_with_output().expect("CNI plugin ends");
-        let json = if out.stdout.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-        };
-        (out.status.code().unwrap_or(-1), json)
+        (out.status.code().unwrap_or(-1), out.stdout)
     }
 
     /// The network-status the agent wrote into the pod's manifest.

@@ -83,11 +83,10 @@ pub enum EndpointChange {
     Removed { endpoint: EndpointId },
 }
 
-#[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-#[cfg(test)]
-mod reference;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod reference;
 #[cfg(test)]
 mod tests_property;
 #[cfg(test)]
