@@ -93,6 +93,22 @@ pub fn is_dns1123_label(value: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
+/// RFC 1123 subdomain: what Kubernetes requires of most object names (pods included):
+/// at most 253 characters, dot-separated parts of lowercase letters, digits and '-',
+/// each starting and ending with a letter or digit.
+pub fn is_dns1123_subdomain(value: &str) -> bool {
+    value.len() <= 253
+        && value.split('.').all(|part| {
+            let bytes = part.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +137,26 @@ mod tests {
         assert!(NetworkRef::parse("", "d").is_err());
         assert!(NetworkRef::parse("a/-x", "d").is_err());
         assert!("plain".parse::<NetworkRef>().is_err());
+    }
+
+    #[test]
+    fn subdomains_are_dotted_labels_of_any_length_up_to_253() {
+        for good in ["web-1", "a.b-c.d", &"a".repeat(100), &"a".repeat(253)] {
+            assert!(is_dns1123_subdomain(good), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/b",
+            "a..b",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            &"a".repeat(254),
+        ] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
     }
 }

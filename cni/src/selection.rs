@@ -283,11 +283,8 @@ fn parse_json_item(item: &Value, pod_namespace: &str) -> Result<NetworkSelection
         problem: "missing".into(),
     })?;
     let namespace = string("namespace")?.unwrap_or(pod_namespace);
-    let network = match name.contains('/') {
-        true => NetworkRef::parse(name, namespace)?,
-        false => NetworkRef::parse(&format!("{namespace}/{name}"), pod_namespace)?,
-    };
-    let mut selection = NetworkSelection::new(network);
+    // A qualified name carries its own namespace; a bare one is in `namespace`.
+    let mut selection = NetworkSelection::new(NetworkRef::parse(name, namespace)?);
     selection.interface = string("interface")?.map(str::parse).transpose()?;
     selection.ips = parsed_list("ips")?
         .iter()
@@ -438,6 +435,11 @@ mod tests {
             (r#"[{"name":"a","interface":"a b"}]"#, 1, "interface"),
             (r#"[{"name":"A"}]"#, 1, "\"A\""),
             (r#"[{"name":"a","namespace":"B_"}]"#, 1, "namespace"),
+            (
+                r#"[{"name":"a","namespace":"../.."}]"#,
+                1,
+                r#"namespace "../.." is not a DNS-1123 label"#,
+            ),
             (r#"["a"]"#, 1, "not a JSON object"),
         ];
         for (value, index, problem) in cases {

@@ -58,6 +58,14 @@ fn errors_are_cni_error_json_in_the_requested_version() {
     ];
     let (code, out) = run(&del, r#"{"cniVersion":"0.2.0"}"#);
     assert_eq!((code, out["code"].as_u64()), (1, Some(1)), "{out}");
+
+    // A config that is not JSON is named as such, not as a version problem.
+    let (code, out) = run(&del, r#"{"cniVersion":"1.0.0","#);
+    assert_eq!((code, out["code"].as_u64()), (1, Some(6)), "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().contains("stdin is not JSON"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! (`target/<profile>/`, the parent of `deps/`). `cargo xtask test` builds them; alone, run
 //! `cargo build [--release] -p netwarden-agent -p netwarden-cni` first.
 use std::{
+    ffi::OsString,
     fs::File,
     io::{Read, Write},
     net::Ipv4Addr,
@@ -70,6 +71,12 @@ pub fn macvlan(subnet: &str, start: &str, end: &str, data_dir: &Path) -> Value {
 /// Runs a CNI plugin `command` (environment set) with `config` on its stdin; returns the
 /// exit code and stdout JSON (Null when empty).
 pub fn run_plugin(command: &mut Command, config: &Value) -> (i32, Value) {
+    let (code, stdout) = run_plugin_raw(command, config.to_string().as_bytes());
+    (code, stdout_json(&stdout))
+}
+
+/// Runs a prepared CNI plugin command with `stdin` as its input: its exit code and stdout.
+pub fn run_plugin_raw(command: &mut Command, stdin: &[u8]) -> (i32, Vec<u8>) {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -79,15 +86,19 @@ pub fn run_plugin(command: &mut Command, config: &Value) -> (i32, Value) {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(config.to_string().as_bytes())
+        .write_all(stdin)
         .expect("config written");
     let out = child.wait_with_output().expect("CNI plugin ends");
-    let json = if out.stdout.is_empty() {
+    (out.status.code().unwrap_or(-1), out.stdout)
+}
+
+/// A plugin's stdout as JSON (`Null` when it printed nothing).
+fn stdout_json(stdout: &[u8]) -> Value {
+    if stdout.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-    };
-    (out.status.code().unwrap_or(-1), json)
+        serde_json::from_slice(stdout).expect("stdout is JSON")
+    }
 }
 
 /// A node running the agent, a manifest directory, a cache.
@@ -258,7 +269,7 @@ impl Lab {
             .expect("agent ready");
     }
 
-    /// The running agent's process id.
+    /// The running agent's process id (`nsenter` execs the agent).
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(Child::id)
     }
@@ -332,24 +343,51 @@ impl Lab {
         ifname: &str,
         config: &Value,
     ) -> (i32, Value) {
+        let (code, stdout) = self.exec_plugin_raw(
+            plugin,
+            command,
+            pod,
+            ifname,
+            &[],
+            config.to_string().as_bytes(),
+        );
+        (code, stdout_json(&stdout))
+    }
+
+    /// [`Lab::exec_plugin`] with any bytes: the environment as for `pod` with `overrides`
+    /// replacing variables (non-UTF-8 values included), and `stdin` as given; returns the
+    /// exit code and stdout.
+    pub fn exec_plugin_raw(
+        &self,
+        plugin: &Path,
+        command: &str,
+        pod: &Pod,
+        ifname: &str,
+        overrides: &[(&str, OsString)],
+        stdin: &[u8],
+    ) -> (i32, Vec<u8>) {
         let args = format!(
             "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
             pod.namespace, pod.name, pod.container_id, pod.name
         );
-        let netns = pod.netns.path();
+        let mut vars: Vec<(&str, OsString)> = vec![
+            ("CNI_COMMAND", command.into()),
+            ("CNI_CONTAINERID", pod.container_id.as_str().into()),
+            ("CNI_NETNS", pod.netns.path().into()),
+            ("CNI_IFNAME", ifname.into()),
+            ("CNI_ARGS", args.into()),
+            ("CNI_PATH", PLUGINS.into()),
+        ];
+        for (key, value) in overrides {
+            vars.retain(|(k, _)| k != key);
+            vars.push((key, value.clone()));
+        }
         let node = File::open(self.node.path()).expect("node netns handle");
         let mut child = Command::new(plugin);
         child
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .envs([
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &pod.container_id),
-                ("CNI_NETNS", netns.to_str().expect("utf-8 path")),
-                ("CNI_IFNAME", ifname),
-                ("CNI_ARGS", &args),
-                ("CNI_PATH", PLUGINS),
-            ]);
+            .envs(vars);
         // Only the network namespace, as a runtime does (`ip netns exec` would also give
         // the plugin a fresh /sys). SAFETY: between fork and exec the child only makes the
         // setns system call.
@@ -359,7 +397,7 @@ impl Lab {
                     .map_err(std::io::Error::from)
             });
         }
-        run_plugin(&mut child, config)
+        run_plugin_raw(&mut child, stdin)
     }
 
     /// The network-status the agent wrote into the pod's manifest.

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod run;
 mod setup;
 
@@ -31,6 +32,18 @@ enum Command {
     /// Run the demo: the local lab on examples/quickstart, a policy applied, truth tables,
     /// a deny event and an explain (root).
     Demo,
+    /// Run the fuzz targets (tests/fuzz): all, or one, for a time or a number of runs each
+    /// (root: the packet_kernel target loads the classifiers).
+    Fuzz {
+        /// One target (default: every target).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60, conflicts_with = "runs")]
+        seconds: u32,
+        /// Executions per target instead of a time.
+        #[arg(long)]
+        runs: Option<u64>,
+    },
     /// Run a benchmark and write its figures under docs/bench/ (root; not part of `test`).
     Bench {
         #[arg(value_enum)]
@@ -58,6 +71,17 @@ fn main() -> Result<()> {
             require_root("the benchmark loads eBPF programs")?;
             bench::run(&root, target)
         }
+        Command::Fuzz {
+            target,
+            seconds,
+            runs,
+        } => {
+            require_root("the packet_kernel target loads eBPF programs")?;
+            setup::run()?;
+            ebpf::build(&root)?;
+            let budget = runs.map_or(fuzz::Budget::Seconds(seconds), fuzz::Budget::Runs);
+            fuzz::run(&root, target.as_deref(), budget)
+        }
         Command::Demo => {
             require_root("the demo creates network namespaces and loads eBPF programs")?;
             setup::run()?;
@@ -66,6 +90,9 @@ fn main() -> Result<()> {
         }
     }
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`.
+const FUZZ_SECONDS: u32 = 5;
 
 fn test(root: &Path) -> Result<()> {
     require_root(
@@ -108,6 +135,8 @@ fn test(root: &Path) -> Result<()> {
             &["test", "--workspace", "--exclude", "netwarden-tests"],
         )
     })?;
+    // A short run of every fuzz target: its seeds and a few seconds of new inputs.
+    fuzz::run(root, None, fuzz::Budget::Seconds(FUZZ_SECONDS))?;
     // The end-to-end tests run the real `netwarden` and `netwarden-cni` binaries.
     run::phase("build binaries", || {
         run::cargo(root, &["build", "--workspace", "--bins"])

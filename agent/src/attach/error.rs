@@ -16,6 +16,14 @@ use crate::cluster::{
 pub enum AttachError {
     #[error("client uid {uid}: only root may use the netwarden attach socket")]
     NotRoot { uid: u32 },
+    #[error("not a netwarden request: {0}")]
+    BadRequest(String),
+    #[error("CNI_ARGS {key}={value:?} is not a Kubernetes {what} name")]
+    BadPodName {
+        key: &'static str,
+        value: String,
+        what: &'static str,
+    },
     #[error("agent busy ({admitted} requests admitted), retry")]
     Busy { admitted: usize },
     #[error("the network config on stdin: {0}")]
@@ -65,10 +73,10 @@ impl AttachError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Busy { .. } | Self::PodWait(_) => ErrorCode::TryAgainLater,
-            Self::NotRoot { .. } | Self::MissingEnv(_) | Self::NoPod => {
+            Self::NotRoot { .. } | Self::MissingEnv(_) | Self::NoPod | Self::BadPodName { .. } => {
                 ErrorCode::InvalidEnvironment
             }
-            Self::BadStdin(_) => ErrorCode::Decode,
+            Self::BadStdin(_) | Self::BadRequest(_) => ErrorCode::Decode,
             Self::Version(_) => ErrorCode::IncompatibleVersion,
             Self::ClusterNetwork { .. } | Self::Plan { .. } => ErrorCode::InvalidConfig,
             Self::Sandbox(error) => error.cni_code(),

@@ -63,12 +63,16 @@ async fn connection<S: ClusterSource + Send + Sync + 'static>(
         .take(MAX_MESSAGE as u64 + 1)
         .read_until(b'\n', &mut line)
         .await?;
-    let request: AgentRequest =
-        agent_link::decode(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let response = match request {
+    let decoded = if line.len() > MAX_MESSAGE {
+        Err(format!("a message longer than {MAX_MESSAGE} bytes"))
+    } else {
+        agent_link::decode::<AgentRequest>(&line).map_err(|e| e.to_string())
+    };
+    let response = match decoded {
         _ if uid != 0 => failure(Version::LATEST, &AttachError::NotRoot { uid }),
-        AgentRequest::Ping => AgentResponse::Pong,
-        AgentRequest::Cni { request, config } => {
+        Err(problem) => failure(Version::LATEST, &AttachError::BadRequest(problem)),
+        Ok(AgentRequest::Ping) => AgentResponse::Pong,
+        Ok(AgentRequest::Cni { request, config }) => {
             let version = serde_json::from_str(&config)
                 .ok()
                 .and_then(|c| super::service::runtime_version(&c).ok())

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use netwarden_cni::{
     cache::{AttachmentRecord, Cache},
     exec::PluginRunner,
+    network::{is_dns1123_label, is_dns1123_subdomain},
     plan::{self, ClusterNetwork, PlanContext},
     protocol::{Command, ConfList, ContainerId, Request, Version, VersionInfo},
     resolve::{DeviceAllocations, Isolation, NadSpec},
@@ -144,6 +145,21 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         version: Version,
     ) -> Result<String, AttachError> {
         let identity = request.args.pod().ok_or(AttachError::NoPod)?;
+        // No object can have another name: refuse before waiting for one to appear.
+        if !is_dns1123_label(&identity.namespace) {
+            return Err(AttachError::BadPodName {
+                key: "K8S_POD_NAMESPACE",
+                value: identity.namespace,
+                what: "namespace",
+            });
+        }
+        if !is_dns1123_subdomain(&identity.name) {
+            return Err(AttachError::BadPodName {
+                key: "K8S_POD_NAME",
+                value: identity.name,
+                what: "pod",
+            });
+        }
         let pod_ref = PodRef {
             namespace: identity.namespace,
             name: identity.name,

@@ -83,10 +83,10 @@ pub enum EndpointChange {
     Removed { endpoint: EndpointId },
 }
 
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixtures;
 /// The naive evaluator the engine's tests (and, with the `reference` feature, the lab's
-/// end-to-end tests) compare against; never used by the agent itself.
+/// end-to-end tests and the fuzz targets) compare against; never used by the agent itself.
 #[cfg(any(test, feature = "reference"))]
 pub mod reference;
 #[cfg(test)]

@@ -50,13 +50,19 @@ fn run(config: &serde_json::Value, stdin: Vec<u8>) -> Result<Option<String>, Cni
             serde_json::to_string(&VersionInfo::netwarden()).expect("version info serializes"),
         ));
     }
-    check_version(config).map_err(fail)?;
     let stdin = String::from_utf8(stdin).map_err(|_| {
         fail((
             ErrorCode::Decode,
             "netwarden-cni: the network config on stdin is not UTF-8".into(),
         ))
     })?;
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(&stdin) {
+        return Err(fail((
+            ErrorCode::Decode,
+            format!("netwarden-cni: the network config on stdin is not JSON: {error}"),
+        )));
+    }
+    check_version(config).map_err(fail)?;
     let setting = |key: &str| config.get(key).and_then(|v| v.as_str()).map(PathBuf::from);
     let client = AgentClient::new(setting("socket").unwrap_or_else(|| DEFAULT_SOCKET.into()));
     let command = request.command;

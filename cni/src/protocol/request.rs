@@ -12,7 +12,10 @@ use super::{
 use crate::{ifname::InterfaceNameError, InterfaceName};
 
 /// CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME, CNI_ARGS and CNI_PATH, typed.
+/// Read from JSON (the attach socket), it must be exactly what the environment could
+/// have given: the same checks apply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RequestFields")]
 pub struct Request {
     pub command: Command,
     /// Present for ADD, DEL and CHECK.
@@ -40,6 +43,50 @@ pub enum RequestError {
     Args(#[from] CniArgsError),
     #[error("CNI_NETNS {0:?} is not an absolute path")]
     Netns(String),
+    #[error("{0} holds a value no runtime environment can")]
+    NotFromEnvironment(&'static str),
+}
+
+/// A [`Request`]'s fields as they arrive, before the environment's checks.
+#[derive(Deserialize)]
+struct RequestFields {
+    command: Command,
+    container_id: Option<ContainerId>,
+    netns: Option<PathBuf>,
+    ifname: Option<InterfaceName>,
+    args: CniArgs,
+    path: Vec<PathBuf>,
+}
+
+impl TryFrom<RequestFields> for Request {
+    type Error = RequestError;
+
+    /// Renders the fields as the environment and reads them back: anything the
+    /// environment would refuse, or could not carry, is refused.
+    fn try_from(fields: RequestFields) -> Result<Self, Self::Error> {
+        let given = Self {
+            command: fields.command,
+            container_id: fields.container_id,
+            netns: fields.netns,
+            ifname: fields.ifname,
+            args: fields.args,
+            path: fields.path,
+        };
+        let vars: std::collections::HashMap<_, _> = given.to_vars().into_iter().collect();
+        let read = Self::from_vars(|key| vars.get(key).cloned())?;
+        let differs = [
+            ("CNI_COMMAND", read.command != given.command),
+            ("CNI_CONTAINERID", read.container_id != given.container_id),
+            ("CNI_NETNS", read.netns != given.netns),
+            ("CNI_IFNAME", read.ifname != given.ifname),
+            ("CNI_ARGS", read.args != given.args),
+            ("CNI_PATH", read.path != given.path),
+        ];
+        match differs.into_iter().find(|(_, differs)| *differs) {
+            Some((variable, _)) => Err(RequestError::NotFromEnvironment(variable)),
+            None => Ok(read),
+        }
+    }
 }
 
 impl Request {
@@ -197,6 +244,36 @@ mod tests {
             parse(&[("CNI_COMMAND", "VERSION")]).unwrap().command,
             Command::Version
         );
+    }
+
+    #[test]
+    fn json_requests_are_held_to_the_environment_checks() {
+        let json = |request: serde_json::Value| {
+            serde_json::from_value::<Request>(request)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let add = serde_json::to_value(parse(ADD).unwrap()).unwrap();
+        assert_eq!(json(add.clone()), Ok(()));
+        for (field, value, variable) in [
+            ("container_id", serde_json::Value::Null, "CNI_CONTAINERID"),
+            ("netns", "relative/netns".into(), "CNI_NETNS"),
+            ("netns", "".into(), "CNI_NETNS"),
+            (
+                "args",
+                serde_json::json!([["K8S_POD_NAME", "a;b=c"]]),
+                "CNI_ARGS",
+            ),
+            ("path", serde_json::json!(["/opt/cni/bin:/tmp"]), "CNI_PATH"),
+        ] {
+            let mut request = add.clone();
+            request[field] = value;
+            let error = json(request).unwrap_err();
+            assert!(error.contains(variable), "{field}: {error}");
+        }
+        let mut gc = serde_json::to_value(parse(&[("CNI_COMMAND", "GC")]).unwrap()).unwrap();
+        gc["ifname"] = "eth0".into();
+        assert!(json(gc).unwrap_err().contains("CNI_IFNAME"));
     }
 
     #[test]

@@ -83,7 +83,15 @@ fn replace_atomically(file: &Path, contents: &[u8]) -> Result<(), SourceError> {
         .unwrap_or("manifest");
     let temporary: PathBuf =
         file.with_file_name(format!(".{name}.{}.netwarden-tmp", std::process::id()));
-    let written = fs::File::create(&temporary)
+    // A file (or a link planted) at the temporary name is removed, never written
+    // through: the new file is created afresh.
+    let written = remove_if_present(&temporary)
+        .and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temporary)
+        })
         .and_then(|mut out| {
             out.write_all(contents)?;
             out.sync_all()
@@ -97,4 +105,44 @@ fn replace_atomically(file: &Path, contents: &[u8]) -> Result<(), SourceError> {
             source,
         }
     })
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_at_the_temporary_name_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "untouched").unwrap();
+        let manifests = dir.path().join("manifests");
+        fs::create_dir(&manifests).unwrap();
+        let file = manifests.join("pod.json");
+        fs::write(
+            &file,
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}"#,
+        )
+        .unwrap();
+        let temporary = manifests.join(format!(".pod.json.{}.netwarden-tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &temporary).unwrap();
+        let pod = PodRef {
+            namespace: "ns".into(),
+            name: "p".into(),
+        };
+        write_network_status(&file, 1, &pod, &[]).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+        assert!(fs::symlink_metadata(&file).unwrap().is_file());
+        assert!(fs::read_to_string(&file)
+            .unwrap()
+            .contains(NETWORK_STATUS_ANNOTATION));
+        assert!(!temporary.exists());
+    }
 }
