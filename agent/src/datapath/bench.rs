@@ -244,6 +244,39 @@ pub fn markdown(rows: &[Row]) -> String {
     out
 }
 
+/// Issue 3's targets against the rows: the worst ratio of each kind, and the most the
+/// largest rule count costs over the smallest (same family).
+pub fn targets_markdown(rows: &[Row]) -> String {
+    let worst = |ratio: &dyn Fn(&Row) -> f64| rows.iter().map(ratio).fold(0.0, f64::max);
+    let growth = |ns: &dyn Fn(&Row) -> f64| {
+        let (Some(fewest), Some(most)) = (
+            rows.iter().map(|r| r.rules).min(),
+            rows.iter().map(|r| r.rules).max(),
+        ) else {
+            return 0.0;
+        };
+        [Family::V4, Family::V6]
+            .iter()
+            .filter_map(|&family| {
+                let at = |rules| rows.iter().find(|r| r.rules == rules && r.family == family);
+                Some(ns(at(most)?) / ns(at(fewest)?))
+            })
+            .fold(0.0, f64::max)
+    };
+    format!(
+        "Targets (worst row): established {:.2}x the floor (target 2x); new denied {:.2}x \
+         the floor, new allowed {:.2}x the one-run floor (target 4x); the most rules cost at \
+         most {:.2}x (established), {:.2}x (new denied), {:.2}x (new allowed) what the fewest \
+         do (target 1.15x).\n",
+        worst(&|r| r.established / r.floor),
+        worst(&|r| r.new_denied / r.floor),
+        worst(&|r| r.new_allowed / r.floor_one_run),
+        growth(&|r| r.established),
+        growth(&|r| r.new_denied),
+        growth(&|r| r.new_allowed),
+    )
+}
+
 /// The attach figures as one Markdown line.
 pub fn attach_markdown(times: &AttachTimes) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -79,7 +79,7 @@ pub enum DatapathError {
     NotProgrammed(EndpointKey),
     #[error("all {} endpoint slots are in use: detach interfaces that are gone", netwarden_common::MAX_SLOTS - 1)]
     NoFreeSlot,
-    #[error("cannot map eBPF map {map} into memory: {source}")]
+    #[error("cannot map eBPF map {map} into memory: {source} (pinned by a netwarden with another map layout? remove the maps directory under the bpffs root)")]
     Mmap {
         map: &'static str,
         #[source]
