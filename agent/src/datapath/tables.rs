@@ -94,40 +94,34 @@ impl Datapath {
             // Leftovers of an interrupted earlier write in the generation to be filled.
             self.remove_generation(id, Some(generation))?;
         }
-        let mut host_map = self.peer_hosts_map()?;
-        let mut written_hosts = Vec::with_capacity(tables.hosts.len());
-        for entry in &tables.hosts {
-            host_map
-                .insert(entry.key, entry.value, 0)
-                .map_err(map_error(names::MAP_PEER_HOSTS))?;
-            written_hosts.push(entry.key);
-        }
-        let mut peer_map = self.peers_map()?;
-        let mut written_peers = Vec::with_capacity(tables.peers.len());
-        for entry in &tables.peers {
-            let key = Key::new(entry.prefix_len, entry.key);
-            peer_map
-                .insert(&key, entry.value, 0)
-                .map_err(map_error(names::MAP_PEERS))?;
-            written_peers.push(key);
-        }
-        let mut exact_map = self.port_exact_map()?;
-        let mut written_exact = Vec::with_capacity(tables.exact_ports.len());
-        for entry in &tables.exact_ports {
-            exact_map
-                .insert(entry.key, entry.value, 0)
-                .map_err(map_error(names::MAP_PORT_EXACT))?;
-            written_exact.push(entry.key);
-        }
-        let mut port_map = self.ports_map()?;
-        let mut written_ports = Vec::with_capacity(tables.ports.len());
-        for entry in &tables.ports {
-            let key = Key::new(entry.prefix_len, entry.key);
-            port_map
-                .insert(&key, entry.value, 0)
-                .map_err(map_error(names::MAP_PORTS))?;
-            written_ports.push(key);
-        }
+        let written = Written {
+            hosts: insert_all(
+                self.peer_hosts_map()?,
+                names::MAP_PEER_HOSTS,
+                tables.hosts.iter().map(|e| (e.key, e.value)),
+            )?,
+            peers: insert_all(
+                self.peers_map()?,
+                names::MAP_PEERS,
+                tables
+                    .peers
+                    .iter()
+                    .map(|e| (Key::new(e.prefix_len, e.key), e.value)),
+            )?,
+            exact_ports: insert_all(
+                self.port_exact_map()?,
+                names::MAP_PORT_EXACT,
+                tables.exact_ports.iter().map(|e| (e.key, e.value)),
+            )?,
+            ports: insert_all(
+                self.ports_map()?,
+                names::MAP_PORTS,
+                tables
+                    .ports
+                    .iter()
+                    .map(|e| (Key::new(e.prefix_len, e.key), e.value)),
+            )?,
+        };
         let new_addresses: Vec<AddressKey> = addresses
             .iter()
             .map(|a| AddressKey {
@@ -135,12 +129,11 @@ impl Datapath {
                 addr: addr16(*a),
             })
             .collect();
-        let mut address_map = self.addresses_map()?;
-        for key in &new_addresses {
-            address_map
-                .insert(key, 1, 0)
-                .map_err(map_error(names::MAP_ADDRESSES))?;
-        }
+        insert_all(
+            self.addresses_map()?,
+            names::MAP_ADDRESSES,
+            new_addresses.iter().map(|key| (*key, 1)),
+        )?;
 
         let config = EndpointConfig {
             id,
@@ -161,15 +154,7 @@ impl Datapath {
             names::MAP_ADDRESSES,
             |k: &AddressKey| k.endpoint == id && !new_addresses.contains(k),
         )?;
-        self.written.0.insert(
-            id,
-            Written {
-                hosts: written_hosts,
-                peers: written_peers,
-                exact_ports: written_exact,
-                ports: written_ports,
-            },
-        );
+        self.written.0.insert(id, written);
         Ok(config)
     }
 
@@ -214,43 +199,24 @@ impl Datapath {
     /// maps: for what this process did not write itself.
     fn remove_generation(&mut self, id: u32, generation: Option<u8>) -> Result<(), DatapathError> {
         let ours = |endpoint: u32, g: u8| endpoint == id && generation.is_none_or(|want| g == want);
-        remove_matching(
-            self.peer_hosts_map()?,
-            names::MAP_PEER_HOSTS,
-            |k: &PeerKey| ours(k.endpoint, k.generation),
-        )?;
-        remove_matching_prefixes(self.peers_map()?, names::MAP_PEERS, |k| {
-            ours(k.endpoint, k.generation)
-        })?;
-        remove_matching(
-            self.port_exact_map()?,
-            names::MAP_PORT_EXACT,
-            |k: &PortKey| ours(k.endpoint, k.generation),
-        )?;
-        remove_matching_prefixes(self.ports_map()?, names::MAP_PORTS, |k| {
-            ours(k.endpoint, k.generation)
-        })
+        let peer = |k: &PeerKey| ours(k.endpoint, k.generation);
+        let port = |k: &PortKey| ours(k.endpoint, k.generation);
+        remove_matching(self.peer_hosts_map()?, names::MAP_PEER_HOSTS, peer)?;
+        remove_matching(self.peers_map()?, names::MAP_PEERS, peer)?;
+        remove_matching(self.port_exact_map()?, names::MAP_PORT_EXACT, port)?;
+        remove_matching(self.ports_map()?, names::MAP_PORTS, port)
     }
 
     /// Removes exactly the entries this process wrote for a generation.
     fn remove_written(&mut self, old: &Written) -> Result<(), DatapathError> {
-        let mut host_map = self.peer_hosts_map()?;
-        for key in &old.hosts {
-            remove_ignoring_missing(host_map.remove(key), names::MAP_PEER_HOSTS)?;
-        }
-        let mut peer_map = self.peers_map()?;
-        for key in &old.peers {
-            remove_ignoring_missing(peer_map.remove(key), names::MAP_PEERS)?;
-        }
-        let mut exact_map = self.port_exact_map()?;
-        for key in &old.exact_ports {
-            remove_ignoring_missing(exact_map.remove(key), names::MAP_PORT_EXACT)?;
-        }
-        let mut port_map = self.ports_map()?;
-        for key in &old.ports {
-            remove_ignoring_missing(port_map.remove(key), names::MAP_PORTS)?;
-        }
-        Ok(())
+        remove_keys(self.peer_hosts_map()?, names::MAP_PEER_HOSTS, &old.hosts)?;
+        remove_keys(self.peers_map()?, names::MAP_PEERS, &old.peers)?;
+        remove_keys(
+            self.port_exact_map()?,
+            names::MAP_PORT_EXACT,
+            &old.exact_ports,
+        )?;
+        remove_keys(self.ports_map()?, names::MAP_PORTS, &old.ports)
     }
 
     /// Forgets every tracked flow of `endpoint`: their next packets are judged as new.
@@ -327,49 +293,86 @@ fn remove_ignoring_missing(
     }
 }
 
-/// LPM tries: every key `matches` selects is removed.
-fn remove_matching_prefixes<K: aya::Pod, V: aya::Pod>(
-    mut map: LpmTrie<&mut MapData, K, V>,
+/// What the table writer does with a hash map or an LPM trie. `Key` is the map's whole
+/// key (for a trie, with its prefix length); `Data` what a filter looks at.
+trait KeyedMap {
+    type Key;
+    type Data;
+    type Value;
+    fn put(&mut self, key: &Self::Key, value: Self::Value) -> Result<(), aya::maps::MapError>;
+    fn all_keys(&self) -> Vec<Self::Key>;
+    fn data(key: &Self::Key) -> Self::Data;
+    fn remove_key(&mut self, key: &Self::Key) -> Result<(), aya::maps::MapError>;
+}
+
+impl<K: aya::Pod, V: aya::Pod> KeyedMap for HashMap<&mut MapData, K, V> {
+    type Key = K;
+    type Data = K;
+    type Value = V;
+    fn put(&mut self, key: &K, value: V) -> Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn all_keys(&self) -> Vec<K> {
+        self.keys().filter_map(Result::ok).collect()
+    }
+    fn data(key: &K) -> K {
+        *key
+    }
+    fn remove_key(&mut self, key: &K) -> Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+impl<K: aya::Pod, V: aya::Pod> KeyedMap for LpmTrie<&mut MapData, K, V> {
+    type Key = Key<K>;
+    type Data = K;
+    type Value = V;
+    fn put(&mut self, key: &Key<K>, value: V) -> Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn all_keys(&self) -> Vec<Key<K>> {
+        self.keys().filter_map(Result::ok).collect()
+    }
+    fn data(key: &Key<K>) -> K {
+        key.data()
+    }
+    fn remove_key(&mut self, key: &Key<K>) -> Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+/// Writes `entries` and returns their keys (to delete exactly them later).
+fn insert_all<M: KeyedMap>(
+    mut map: M,
     name: &'static str,
-    matches: impl Fn(&K) -> bool,
+    entries: impl Iterator<Item = (M::Key, M::Value)>,
+) -> Result<Vec<M::Key>, DatapathError> {
+    let mut keys = Vec::with_capacity(entries.size_hint().0);
+    for (key, value) in entries {
+        map.put(&key, value).map_err(map_error(name))?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+fn remove_keys<M: KeyedMap>(
+    mut map: M,
+    name: &'static str,
+    keys: &[M::Key],
 ) -> Result<(), DatapathError> {
-    let keys: Vec<_> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| matches(&k.data()))
-        .collect();
     for key in keys {
-        remove_ignoring_missing(map.remove(&key), name)?;
+        remove_ignoring_missing(map.remove_key(key), name)?;
     }
     Ok(())
 }
 
-/// Hash-like maps: every key `matches` selects is removed.
-trait KeyedMap<K> {
-    fn all_keys(&self) -> Vec<K>;
-    fn remove_key(&mut self, key: &K) -> Result<(), aya::maps::MapError>;
-}
-
-macro_rules! keyed_map {
-    ($map:ident) => {
-        impl<K: aya::Pod, V: aya::Pod> KeyedMap<K> for $map<&mut MapData, K, V> {
-            fn all_keys(&self) -> Vec<K> {
-                self.keys().filter_map(Result::ok).collect()
-            }
-            fn remove_key(&mut self, key: &K) -> Result<(), aya::maps::MapError> {
-                self.remove(key)
-            }
-        }
-    };
-}
-keyed_map!(HashMap);
-
-fn remove_matching<K>(
-    mut map: impl KeyedMap<K>,
+/// Every key whose data `matches` selects is removed (a scan of the whole map).
+fn remove_matching<M: KeyedMap>(
+    mut map: M,
     name: &'static str,
-    matches: impl Fn(&K) -> bool,
+    matches: impl Fn(&M::Data) -> bool,
 ) -> Result<(), DatapathError> {
-    for key in map.all_keys().into_iter().filter(|k| matches(k)) {
+    for key in map.all_keys().into_iter().filter(|k| matches(&M::data(k))) {
         remove_ignoring_missing(map.remove_key(&key), name)?;
     }
     Ok(())
