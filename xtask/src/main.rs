@@ -113,6 +113,16 @@ fn test(root: &Path) -> Result<()> {
                 "--",
                 "--check",
             ],
+        )?;
+        run::cargo(
+            root,
+            &[
+                "fmt",
+                "--manifest-path",
+                "tests/fuzz/Cargo.toml",
+                "--",
+                "--check",
+            ],
         )
     })?;
     run::phase("clippy", || {

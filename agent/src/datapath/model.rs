@@ -390,15 +390,21 @@ mod tests {
             let mut seen = BTreeSet::new();
             for e in &tables.peers {
                 let bytes = peer_key_bytes(&e.key);
-                prop_assert!(e.prefix_len >= PEER_KEY_HEADER_BITS && e.prefix_len <= 8 * 24);
+                // Host prefixes live in the hash, not in the trie.
+                prop_assert!(e.prefix_len >= PEER_KEY_HEADER_BITS && e.prefix_len < 8 * 24);
                 prop_assert_eq!(lpm::masked(&bytes, e.prefix_len), bytes.clone(), "host bits are zero");
                 prop_assert!(seen.insert((e.key.direction, bytes, e.prefix_len)), "no duplicate entries");
             }
             for e in &tables.ports {
                 let bytes = port_key_bytes(&e.key);
+                prop_assert!(e.prefix_len < 8 * 14, "single ports live in the hash");
                 prop_assert_eq!(lpm::masked(&bytes, e.prefix_len), bytes.clone());
                 prop_assert!(seen.insert((e.key.direction, bytes, e.prefix_len)));
             }
+            let hosts: HashSet<PeerKey> = tables.hosts.iter().map(|e| e.key).collect();
+            prop_assert_eq!(hosts.len(), tables.hosts.len(), "no duplicate hosts");
+            let exact: HashSet<PortKey> = tables.exact_ports.iter().map(|e| e.key).collect();
+            prop_assert_eq!(exact.len(), tables.exact_ports.len(), "no duplicate ports");
         }
     }
 

@@ -22,6 +22,9 @@ use netwarden_common::{names, slot_flags, EndpointConfig, EndpointKey, EndpointS
 
 use super::DatapathError;
 
+/// Bytes of the whole array.
+const LEN: usize = MAX_SLOTS as usize * size_of::<EndpointSlot>();
+
 pub(super) struct Slots {
     /// `ENDPOINTS`, all [`MAX_SLOTS`] entries, shared with the kernel.
     entries: MmapRaw,
@@ -35,17 +38,21 @@ pub(super) struct Slots {
 impl Slots {
     /// Maps `ENDPOINTS` and reads back which slots are assigned.
     pub(super) fn open(map: &MapData) -> Result<Self, DatapathError> {
-        let len = MAX_SLOTS as usize * size_of::<EndpointSlot>();
         // The kernel keeps the array's pages for as long as the mapping exists; every
-        // access below stays inside `len` and goes through atomics or plain data the
+        // access below stays inside `LEN` and goes through atomics or plain data the
         // classifiers ignore while the slot is unprogrammed (see the module comment).
         let entries = MmapOptions::new()
-            .len(len)
+            .len(LEN)
             .map_raw(&map.fd().as_fd())
             .map_err(|source| DatapathError::Mmap {
                 map: names::MAP_ENDPOINTS,
                 source,
             })?;
+        Ok(Self::over(entries))
+    }
+
+    /// The slots in `entries` (`LEN` bytes laid out as `ENDPOINTS`).
+    fn over(entries: MmapRaw) -> Self {
         let mut slots = Self {
             entries,
             by_endpoint: HashMap::new(),
@@ -61,7 +68,7 @@ impl Slots {
                 slots.free.push_back(slot);
             }
         }
-        Ok(slots)
+        slots
     }
 
     pub(super) fn slot_of(&self, endpoint: &EndpointKey) -> Option<u32> {
@@ -168,5 +175,85 @@ impl Slots {
                 .cast::<EndpointSlot>()
                 .add(slot as usize)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ifindex: u32) -> EndpointKey {
+        EndpointKey {
+            netns_cookie: 4097,
+            ifindex,
+            _pad: 0,
+        }
+    }
+
+    /// Shared memory laid out as `ENDPOINTS`: each call maps it again, as each agent
+    /// maps the kernel's array.
+    fn shared() -> impl Fn() -> Slots {
+        let file = tempfile::tempfile().unwrap();
+        file.set_len(LEN as u64).unwrap();
+        move || Slots::over(MmapOptions::new().len(LEN).map_raw(&file).unwrap())
+    }
+
+    #[test]
+    fn a_freed_slot_is_given_out_last_and_with_a_new_epoch() {
+        let mut slots = shared()();
+        let (first, epoch) = slots.reserve().unwrap();
+        assert_eq!((first, epoch), (1, 1), "slot 0 is never given out");
+        slots.assign(&endpoint(2), first, epoch);
+        assert_eq!(slots.release(&endpoint(2)), Some(first));
+        let (next, _) = slots.reserve().unwrap();
+        assert_ne!(
+            next, first,
+            "a freed slot waits behind every other free one"
+        );
+        for _ in 3..MAX_SLOTS {
+            slots.reserve().unwrap();
+        }
+        assert_eq!(
+            slots.reserve().unwrap(),
+            (first, 2),
+            "reused with the next epoch"
+        );
+        assert!(matches!(slots.reserve(), Err(DatapathError::NoFreeSlot)));
+    }
+
+    #[test]
+    fn the_state_word_is_the_configuration_and_zero_unprograms() {
+        let mut slots = shared()();
+        let (slot, epoch) = slots.reserve().unwrap();
+        slots.assign(&endpoint(2), slot, epoch);
+        assert_eq!(slots.config(slot), None, "assigned, not programmed");
+        let config = EndpointConfig {
+            id: slot,
+            flags: 3,
+            generation: 1,
+            revision: 7,
+        };
+        slots.set_config(&config);
+        assert_eq!(slots.config(slot), Some(config));
+        slots.unprogram(slot);
+        assert_eq!(slots.config(slot), None);
+    }
+
+    #[test]
+    fn another_agent_finds_the_assigned_slots_and_their_epochs() {
+        let map = shared();
+        let mut slots = map();
+        let (slot, epoch) = slots.reserve().unwrap();
+        slots.assign(&endpoint(2), slot, epoch);
+        let (promised, _) = slots.reserve().unwrap();
+        let again = map();
+        assert_eq!(again.slot_of(&endpoint(2)), Some(slot));
+        assert_eq!(again.epoch(slot), epoch);
+        assert_eq!(
+            again.assigned().count(),
+            1,
+            "a slot only promised to the pool is free"
+        );
+        assert!(again.free.contains(&promised));
     }
 }

@@ -44,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
             cache.write(&record).expect("a record writes back");
             let again = cache.read(&id).expect("reads").expect("present");
             netwarden_fuzz::assert_same(&again, &record);
-            assert_eq!(cache.container_ids().expect("lists"), [id.clone()]);
+            assert_eq!(
+                cache.container_ids().expect("lists"),
+                std::slice::from_ref(&id)
+            );
         }
         Ok(None) => panic!("a record file that exists read as absent"),
         Err(CacheError::Corrupt { path, .. }) => assert_eq!(path, file),

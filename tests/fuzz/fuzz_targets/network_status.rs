@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         "spec": {"nodeName": "node-1", "containers": []},
     }))
     .expect("a pod");
-    let parsed = PodView::from_pod(&pod).expect("the pod has a name and namespace");
+    let parsed = PodView::from_pod(&pod, true).expect("the pod has a name and namespace");
     for error in &parsed.errors {
         let message = error.to_string();
         assert!(

@@ -40,7 +40,7 @@ impl Kernel {
         let pins = ScratchPinRoot::create("fuzz");
         let mut datapath = Datapath::load_at(pins.root().clone())
             .expect("the datapath loads (run as root, with bpffs mounted at /sys/fs/bpf)");
-        let endpoints = SCENARIO_SEEDS
+        let endpoints: Vec<(EndpointKey, EndpointState)> = SCENARIO_SEEDS
             .iter()
             .enumerate()
             .map(|(i, &seed)| {

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use netwarden_agent::datapath::{
+    compile::compile,
     model::{
         packet::{packet_verdict, EndpointState},
         scenario::Scenario,
@@ -26,7 +27,9 @@ fn endpoints() -> &'static [(Scenario, EndpointState)] {
             .enumerate()
             .map(|(i, &seed)| {
                 let scenario = Scenario::generate(seed);
-                let state = model_state(&scenario, scenario.config(i as u32 + 1, 1));
+                // Made-up slot and generation: the model alone runs these.
+                let config = scenario.config(&compile(i as u32 + 1, 1, &scenario.policy));
+                let state = model_state(&scenario, config);
                 (scenario, state)
             })
             .collect()
