@@ -34,6 +34,11 @@ pub struct RunningLab {
 impl RunningLab {
     /// `lab up DIR` under a fresh name (`t<pid>-<n>`).
     pub fn up(dir: &Path) -> Self {
+        Self::up_with(dir, &[])
+    }
+
+    /// `lab up DIR FLAGS...` under a fresh name.
+    pub fn up_with(dir: &Path, flags: &[&str]) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!(
             "t{}-{}",
@@ -41,7 +46,9 @@ impl RunningLab {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let lab = Self { name };
-        lab.ok(&["up", dir.to_str().expect("utf-8 path")]);
+        let mut args = vec!["up", dir.to_str().expect("utf-8 path")];
+        args.extend(flags);
+        lab.ok(&args);
         lab
     }
 

@@ -8,7 +8,10 @@
 //! policies can add "and no policy denies it" to [`expected`].
 use std::path::Path;
 
-use netwarden_agent::lab::spec::{self, ContainerPort, Manifest, PodName, Protocol};
+use netwarden_agent::lab::{
+    spec::{self, ContainerPort, Manifest, PodName, Protocol},
+    state::LABS_BPFFS_DIR,
+};
 use netwarden_tests::lab::{example, RunningLab as Lab, Table};
 use serde_json::Value;
 
@@ -80,8 +83,11 @@ fn leftovers(name: &str) -> Vec<String> {
         }
     }
     let root = format!("/run/netwarden-lab/{name}");
-    if Path::new(&root).exists() {
-        found.push(root.clone());
+    let pins = format!("{LABS_BPFFS_DIR}/{name}");
+    for dir in [&root, &pins] {
+        if Path::new(dir).exists() {
+            found.push(dir.clone());
+        }
     }
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
@@ -193,4 +199,37 @@ fn quickstart_tables_pods_coming_and_going_exec_and_a_clean_down() {
     );
     lab.ok(&["down"]);
     assert_eq!(leftovers(&name), Vec::<String>::new());
+}
+
+/// Seed 000 as written, with `lab up --namespace-isolation`: each namespace's samplepod
+/// gets net1 from its own namespace's macvlan-conf, and a development pod asking for
+/// `privileged/macvlan-conf` is refused for Multus's reason, with nothing attached to it.
+#[test]
+fn namespace_isolation_refuses_another_namespaces_nad_as_the_seed_shows() {
+    let lab = Lab::up_with(&example("namespace-isolation"), &["--namespace-isolation"]);
+    for pod in ["privileged/samplepod", "development/samplepod"] {
+        let net1 = lab.ok(&["exec", pod, "--", "ip", "-o", "-4", "addr", "show", "net1"]);
+        assert!(net1.contains("inet 192.168.1.2"), "{pod}: {net1}");
+    }
+
+    let cross = example("namespace-isolation-cross.yaml");
+    let out = lab.run(&["apply", "-f", cross.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "the cross-namespace pod was admitted"
+    );
+    for part in [
+        "namespace isolation",
+        "development",
+        "privileged/macvlan-conf",
+    ] {
+        assert!(stderr.contains(part), "{part:?} missing from: {stderr}");
+    }
+    let links = lab.ok(&["exec", "development/crosspod", "--", "ip", "-o", "link"]);
+    assert_eq!(
+        links.lines().count(),
+        1,
+        "only lo in the refused pod: {links}"
+    );
 }

@@ -91,7 +91,7 @@ pub mod v1beta1 {
     multi_network_policy!("v1beta1");
 }
 
-/// MultiNetworkPolicy, k8s.cni.cncf.io/v1beta2 (the same spec; the stored version
+/// MultiNetworkPolicy, k8s.cni.cncf.io/v1beta2 (the same spec; defined but not served
 /// upstream).
 pub mod v1beta2 {
     use super::*;
@@ -100,7 +100,7 @@ pub mod v1beta2 {
 }
 
 /// The version the API server stores MultiNetworkPolicies in, as upstream's CRD says.
-pub const MULTI_NETWORK_POLICY_STORAGE_VERSION: &str = "v1beta2";
+pub const MULTI_NETWORK_POLICY_STORAGE_VERSION: &str = "v1beta1";
 
 #[cfg(test)]
 mod tests {

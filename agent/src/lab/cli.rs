@@ -7,7 +7,7 @@ use super::{
     lifecycle::{self, LabError},
     probe, servers,
     spec::{PodName, Protocol},
-    state::{LabName, LabState},
+    state::{Isolation, LabName, LabState},
     store,
 };
 
@@ -26,6 +26,14 @@ enum LabCommand {
     Up {
         /// Namespaces, Pods, NetworkAttachmentDefinitions, (Multi)NetworkPolicies.
         dir: PathBuf,
+        /// Pods may use only NADs of their own namespace and of the global ones (Multus's
+        /// `namespaceIsolation`).
+        #[arg(long)]
+        namespace_isolation: bool,
+        /// With --namespace-isolation: the namespaces whose NADs every pod may use,
+        /// comma-separated (Multus's `globalNamespaces`; default `default`).
+        #[arg(long, requires = "namespace_isolation")]
+        global_namespaces: Option<String>,
     },
     /// Add or change objects (new pods are created; changes take effect in place).
     Apply {
@@ -86,8 +94,16 @@ enum Output {
 pub fn run(args: LabArgs) -> anyhow::Result<i32> {
     let name = args.name;
     match args.command {
-        LabCommand::Up { dir } => {
-            let lab = lifecycle::up(name, &dir)?;
+        LabCommand::Up {
+            dir,
+            namespace_isolation,
+            global_namespaces,
+        } => {
+            let isolation = Isolation {
+                namespace_isolation,
+                global_namespaces,
+            };
+            let lab = lifecycle::up(name, &dir, isolation)?;
             println!("{}", status(&lab)?);
         }
         LabCommand::Apply { file } => lifecycle::apply(&mut LabState::load(&name)?, &file)?,

@@ -15,7 +15,7 @@ use super::{
     probe::Endpoint,
     process,
     spec::{self, Manifest, PodName, PodSpec, SpecError},
-    state::{LabName, LabState, StateError},
+    state::{Isolation, LabName, LabState, StateError},
     store::{self, StoreError},
     topology::TopologyError,
 };
@@ -59,13 +59,13 @@ pub fn default_cni_path() -> Vec<PathBuf> {
 
 /// Brings up lab `name` from the manifests in `source`. On failure, everything made so
 /// far is removed again.
-pub fn up(name: LabName, source: &Path) -> Result<LabState, LabError> {
+pub fn up(name: LabName, source: &Path, isolation: Isolation) -> Result<LabState, LabError> {
     let manifests = spec::load(source)?;
     let pod_specs = spec::pods(&manifests);
     let nodes = spec::nodes(&pod_specs);
     let masters = spec::masters(&manifests);
     let source = source.canonicalize().unwrap_or_else(|_| source.to_owned());
-    let mut lab = LabState::create(name, source, default_cni_path())?;
+    let mut lab = LabState::create(name, source, default_cni_path(), isolation)?;
     match build(&mut lab, &manifests, &pod_specs, &nodes, masters) {
         Ok(()) => Ok(lab),
         Err(error) => {

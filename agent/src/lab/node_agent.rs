@@ -75,6 +75,8 @@ pub fn start(
         // The lab is the whole cluster: NetworkPolicy on eth0 is netwarden's to enforce.
         "clusterNetworkPolicy": true,
         "configDir": dir.join("net.d"),
+        "namespaceIsolation": lab.isolation.namespace_isolation,
+        "globalNamespaces": lab.isolation.global_namespaces,
         "maxConcurrent": 4,
         "podWaitSeconds": 10,
     });

@@ -140,6 +140,17 @@ pub struct LabState {
     pub cni_path: Vec<PathBuf>,
     /// Round-robin position for the next pod without a nodeName.
     pub next_node: usize,
+    /// What the agents are told about namespace isolation (`lab up` flags).
+    #[serde(default)]
+    pub isolation: Isolation,
+}
+
+/// Multus's `namespaceIsolation` and `globalNamespaces`, for every node's agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    pub namespace_isolation: bool,
+    /// Comma-separated, as in Multus; None leaves the agent's default (`default`).
+    pub global_namespaces: Option<String>,
 }
 
 impl LabState {
@@ -148,6 +159,7 @@ impl LabState {
         name: LabName,
         source: PathBuf,
         cni_path: Vec<PathBuf>,
+        isolation: Isolation,
     ) -> Result<Self, StateError> {
         let root = name.root();
         std::fs::create_dir_all(LABS_DIR).map_err(|source| StateError::Io {
@@ -172,6 +184,7 @@ impl LabState {
             pods: Vec::new(),
             cni_path,
             next_node: 0,
+            isolation,
         };
         state.save()?;
         Ok(state)

@@ -40,10 +40,12 @@ const MAX_OBJECTS: usize = 24;
 const MAX_PEERS: usize = 12;
 const MAX_PORTS: usize = 6;
 
-/// The objects as a source would deliver them: one per key, the last description wins.
+/// The objects as a source would deliver them: named (both sources refuse a nameless
+/// object, and the engine ignores one), one per key, the last description wins.
 pub fn latest(objects: Vec<Object>) -> Vec<Object> {
     let mut by_key: BTreeMap<ObjectKey, (usize, Object)> = BTreeMap::new();
-    for (position, object) in objects.into_iter().enumerate() {
+    let named = objects.into_iter().filter(|o| o.metadata().name.is_some());
+    for (position, object) in named.enumerate() {
         by_key.insert(object.key(), (position, object));
     }
     let mut objects: Vec<_> = by_key.into_values().collect();
@@ -264,10 +266,15 @@ fn check_against_reference(engine: &Engine, objects: &[Object]) -> Result<(), St
             .iter()
             .map(|p| (*p, reference::addresses(p, network_name)))
             .collect();
-        for (subject, own) in &on_network {
+        for (subject, _) in &on_network {
             let key = key_of(subject);
             let local = subject.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE);
-            let expected = local && !own.is_empty() && reference.covers(network_name);
+            // An interface network-status lists without addresses is still enforced
+            // (fail closed): it is an endpoint, one that admits no pod address.
+            let attached = status_entries(subject)
+                .iter()
+                .any(|(name, _)| name == network_name);
+            let expected = local && attached && reference.covers(network_name);
             let has = engine
                 .endpoints()
                 .any(|(id, _)| id.pod == key && id.network == network);
