@@ -238,25 +238,24 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
         let datapath = enforcer.datapath_time().saturating_sub(before);
         drop(enforcer);
         watch.lap_split(Stage::Engine, Some((Stage::Datapath, datapath)));
+        // On failure, the guard still held: unenforced interfaces stay closed until the
+        // rollback has deleted them.
         let published = match admitted {
-            Err(source) => {
-                open_inbound(guard);
-                Err(AttachError::Enforce(Box::new(source)))
-            }
+            Err(source) => Err((AttachError::Enforce(Box::new(source)), guard)),
             Ok(()) => {
                 let opened = open_now(guard).await;
                 watch.lap(Stage::Guard);
                 match opened {
-                    Err(error) => Err(error),
+                    Err(error) => Err((error, None)),
                     Ok(()) => {
                         let written = self.source.write_network_status(&pod_ref, &entries).await;
                         watch.lap(Stage::Status);
-                        written.map_err(|source| AttachError::Status(Box::new(source)))
+                        written.map_err(|source| (AttachError::Status(Box::new(source)), None))
                     }
                 }
             }
         };
-        if let Err(error) = published {
+        if let Err((error, guard)) = published {
             let rolled_back = container_id.clone();
             let rollback = self
                 .blocking(move |s| sandbox::del(&s.runner, &s.cache, &rolled_back, Some(netns)))
@@ -265,6 +264,10 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
                 .map(Box::new);
             for problem in self.agent.enforcer.lock().await.release(&container_id) {
                 tracing::warn!("rolling back ADD {container_id}: {problem}");
+            }
+            // What a failed rollback left stays closed.
+            if rollback.is_none() {
+                open_inbound(guard);
             }
             return Err(AttachError::RolledBack {
                 pod: pod_ref,
