@@ -54,8 +54,9 @@ pub(crate) struct Selections {
 struct Selection {
     /// The policies using it (their current version), and how many of their peers it is.
     users: BTreeMap<PolicyKey, (Arc<PolicyView>, usize)>,
-    /// The selected pods' addresses by network; None until a compile first reads them
-    /// (no output depends on them before), kept up to date from then on.
+    /// The selected pods' addresses by network; None until a compile first reads them,
+    /// kept up to date from then on. Changes are reported either way: egress rules with
+    /// named ports depend on which pods are selected without reading these.
     members: Option<BTreeMap<NetworkRef, Addresses>>,
 }
 
@@ -68,9 +69,6 @@ impl Selection {
         old: Option<&PodView>,
         new: Option<&PodView>,
     ) -> Vec<NetworkRef> {
-        let Some(members) = &mut self.members else {
-            return Vec::new();
-        };
         let before = old.filter(|p| pods.matches(&p.labels));
         let after = new.filter(|p| pods.matches(&p.labels));
         let mut networks: Vec<&NetworkRef> = before
@@ -94,9 +92,11 @@ impl Selection {
             if was == is {
                 continue;
             }
-            let addresses = slot(members, network);
-            was.into_iter().for_each(|a| addresses.remove(a));
-            is.into_iter().for_each(|a| addresses.add(a));
+            if let Some(members) = &mut self.members {
+                let addresses = slot(members, network);
+                was.into_iter().for_each(|a| addresses.remove(a));
+                is.into_iter().for_each(|a| addresses.add(a));
+            }
             changed.push(network.clone());
         }
         changed
@@ -238,18 +238,17 @@ impl Selections {
                 continue;
             }
             for (pods, selection) in scoped {
-                let Some(members) = &mut selection.members else {
-                    continue;
-                };
                 let mut networks: Vec<&NetworkRef> = Vec::new();
                 for pod in state.pods_in(name).filter(|p| pods.matches(&p.labels)) {
                     for interface in &pod.interfaces {
-                        let addresses = slot(members, &interface.network);
-                        for &address in &interface.ips {
-                            if entering {
-                                addresses.add(address);
-                            } else {
-                                addresses.remove(address);
+                        if let Some(members) = &mut selection.members {
+                            let addresses = slot(members, &interface.network);
+                            for &address in &interface.ips {
+                                if entering {
+                                    addresses.add(address);
+                                } else {
+                                    addresses.remove(address);
+                                }
                             }
                         }
                         if !interface.ips.is_empty() {
