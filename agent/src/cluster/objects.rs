@@ -119,22 +119,80 @@ impl fmt::Display for PolicyKey {
     }
 }
 
-pub type Labels = BTreeMap<String, String>;
+/// An object's labels, in key order. Every pod of the cluster keeps its own, so they sit in
+/// one string (two allocations) rather than a B-tree node and a string per key and value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Labels {
+    /// Each key followed by its value, in key order.
+    text: Box<str>,
+    /// Where each key and each value ends in `text`: label i is
+    /// `text[ends[2i-1]..ends[2i]]` = `text[ends[2i]..ends[2i+1]]`.
+    ends: Box<[u32]>,
+}
+
+impl Labels {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        // Objects carry a handful of labels: a scan beats a search.
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        (0..self.ends.len() / 2).map(|i| (self.key(i), self.value(i)))
+    }
+
+    fn start(&self, slot: usize) -> usize {
+        slot.checked_sub(1).map_or(0, |s| self.ends[s] as usize)
+    }
+    fn key(&self, i: usize) -> &str {
+        &self.text[self.start(2 * i)..self.ends[2 * i] as usize]
+    }
+    fn value(&self, i: usize) -> &str {
+        &self.text[self.start(2 * i + 1)..self.ends[2 * i + 1] as usize]
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(labels: BTreeMap<String, String>) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::with_capacity(2 * labels.len());
+        for (key, value) in &labels {
+            for part in [key, value] {
+                text.push_str(part);
+                // The API server caps an object's labels far below 4 GiB.
+                ends.push(u32::try_from(text.len()).expect("labels under 4 GiB"));
+            }
+        }
+        Self {
+            text: text.into(),
+            ends: ends.into(),
+        }
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(labels: I) -> Self {
+        labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect::<BTreeMap<String, String>>()
+            .into()
+    }
+}
 
 /// A label selector with full Kubernetes semantics. All requirements must hold; no
 /// requirement selects everything.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct LabelSelector {
     pub requirements: Vec<Requirement>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Requirement {
     pub key: String,
     pub operator: Operator,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Operator {
     In(BTreeSet<String>),
     /// Also matches objects without the key.
@@ -285,7 +343,7 @@ impl PodView {
         Ok(Parsed {
             view: Self {
                 key: PodKey { namespace, name },
-                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                labels: pod.metadata.labels.clone().unwrap_or_default().into(),
                 node: spec.and_then(|s| s.node_name.clone()),
                 ports,
                 interfaces,
@@ -396,19 +454,19 @@ impl NamespaceView {
             field: "metadata.name".into(),
             problem: "missing".into(),
         })?;
-        let mut view = Self::unlabelled(&name);
-        view.labels
-            .extend(namespace.metadata.labels.clone().unwrap_or_default());
-        view.labels
-            .insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
-        Ok(view)
+        let mut labels = namespace.metadata.labels.clone().unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
+        Ok(Self {
+            name,
+            labels: labels.into(),
+        })
     }
 
     /// A namespace not (yet) seen: it still carries its name label, as every namespace does.
     pub fn unlabelled(name: &str) -> Self {
         Self {
             name: name.to_owned(),
-            labels: Labels::from([(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned())]),
+            labels: Labels::from_iter([(NAMESPACE_NAME_LABEL, name)]),
         }
     }
 }
@@ -855,7 +913,7 @@ mod tests {
         assert!(!selector.matches(&labels(&[base[0], base[1], base[2], ("legacy", "")])));
         assert!(!selector.matches(&labels(&[base[0], base[1], ("env", "dev")])));
         assert!(!selector.matches(&labels(&[base[0], base[2]])));
-        assert!(LabelSelector::everything().matches(&Labels::new()));
+        assert!(LabelSelector::everything().matches(&Labels::default()));
     }
 
     #[test]

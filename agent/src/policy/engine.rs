@@ -1,12 +1,17 @@
 //! The incremental engine: applies events to its cluster state, works out which
 //! endpoints the change can affect, recompiles only those and reports what changed.
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
 
 use netwarden_cni::{InterfaceName, NetworkRef};
 
 use super::{
     explain::{self, Explanation, Flow},
-    resolve::{self, PeerCache},
+    resolve::Resolver,
+    selections::{Changed, Selections},
     state::{ClusterState, Touched},
     EndpointChange, EndpointId, EndpointTables,
 };
@@ -38,7 +43,10 @@ type Attachment = (PodKey, NetworkRef);
 pub struct Engine {
     node: String,
     state: ClusterState,
-    emitted: BTreeMap<Attachment, BTreeMap<InterfaceName, EndpointTables>>,
+    /// The addresses of the current policies' selector peers.
+    selections: Selections,
+    /// Shared with the changes that announced them.
+    emitted: BTreeMap<Attachment, BTreeMap<InterfaceName, Arc<EndpointTables>>>,
     /// The pods on this node, by namespace: a policy's endpoints are among its
     /// namespace's local pods, a few of the namespace's pods.
     local_by_namespace: BTreeMap<String, BTreeSet<PodKey>>,
@@ -51,6 +59,7 @@ impl Engine {
         Self {
             node: config.node,
             state: ClusterState::new(config.standard_policy_networks),
+            selections: Selections::default(),
             emitted: BTreeMap::new(),
             local_by_namespace: BTreeMap::new(),
             wholesale_above: WHOLESALE,
@@ -67,10 +76,9 @@ impl Engine {
         let covered_before = self.state.covered_networks();
         let mut affected = BTreeSet::new();
         let touched = self.state.apply(event);
+        let mut changed = Vec::new();
         for touched in &touched {
-            if let Touched::Pod(old, new) = touched {
-                self.index_local(old.as_ref(), new.as_ref());
-            }
+            self.follow(touched, &mut changed);
         }
         if touched.len() > self.wholesale_above {
             // A resync touching many objects: recompiling every local endpoint costs less
@@ -80,17 +88,23 @@ impl Engine {
             for touched in &touched {
                 self.affected_by(touched, &mut affected);
             }
+            for selection in &changed {
+                self.using(selection, &mut affected);
+            }
         }
         // Interfaces on a network that started or stopped being listed by any policy
         // start or stop being endpoints.
         for network in covered_before.symmetric_difference(&self.state.covered_networks()) {
             self.local_on(network, None, &mut affected);
         }
-        // Compile all first, over the same state, so that they share resolved peers.
-        let mut cache = PeerCache::default();
+        // Compile all first, over the same state, so that they share resolved rules.
+        let mut resolver = Resolver::new(&self.state, &mut self.selections);
         let compiled: Vec<_> = affected
-            .iter()
-            .map(|attachment| (attachment.clone(), self.compile(attachment, &mut cache)))
+            .into_iter()
+            .map(|attachment| {
+                let now = compile(&self.node, &mut resolver, &attachment);
+                (attachment, now)
+            })
             .collect();
         compiled
             .into_iter()
@@ -110,7 +124,7 @@ impl Engine {
                             network: network.clone(),
                             interface: interface.clone(),
                         },
-                        tables,
+                        &**tables,
                     )
                 })
             })
@@ -122,6 +136,7 @@ impl Engine {
         self.emitted
             .get(&(endpoint.pod.clone(), endpoint.network.clone()))?
             .get(&endpoint.interface)
+            .map(|t| &**t)
     }
 
     /// Objects (or parts of them) that were ignored, and why.
@@ -131,6 +146,42 @@ impl Engine {
 
     pub fn explain(&self, flow: &Flow) -> Explanation {
         explain::explain(&self.state, flow)
+    }
+
+    /// Keeps the local pod index and the selections in step with one changed object;
+    /// collects the selections whose addresses changed.
+    fn follow(&mut self, touched: &Touched, changed: &mut Vec<Changed>) {
+        match touched {
+            Touched::Pod(old, new) => {
+                self.index_local(old.as_deref(), new.as_deref());
+                self.selections
+                    .pod_changed(&self.state, old.as_deref(), new.as_deref(), changed);
+            }
+            Touched::Namespace(name, old, new) => {
+                let labels = |view: &Option<NamespaceView>| {
+                    view.as_ref().map_or_else(
+                        || NamespaceView::unlabelled(name).labels,
+                        |v| v.labels.clone(),
+                    )
+                };
+                self.selections.namespace_changed(
+                    &self.state,
+                    name,
+                    &labels(old),
+                    &labels(new),
+                    changed,
+                );
+            }
+            Touched::Policy(old, new) => {
+                // The new version first, so that selections both use keep their addresses.
+                if let Some(new) = new {
+                    self.selections.add_users(new);
+                }
+                if let Some(old) = old {
+                    self.selections.remove_users(old);
+                }
+            }
+        }
     }
 
     fn index_local(&mut self, old: Option<&PodView>, new: Option<&PodView>) {
@@ -143,42 +194,12 @@ impl Engine {
                 }
             }
         }
-        if let Some(new) = new.filter(|p| self.is_local(p)) {
+        if let Some(new) = new.filter(|p| is_local(&self.node, p)) {
             self.local_by_namespace
                 .entry(new.key.namespace.clone())
                 .or_default()
                 .insert(new.key.clone());
         }
-    }
-
-    fn is_local(&self, pod: &PodView) -> bool {
-        pod.node.as_deref() == Some(self.node.as_str())
-    }
-
-    /// The tables `attachment`'s interfaces have now (none when it is not an endpoint).
-    fn compile<'a>(
-        &'a self,
-        attachment: &'a Attachment,
-        cache: &mut PeerCache<'a>,
-    ) -> BTreeMap<InterfaceName, EndpointTables> {
-        let (key, network) = attachment;
-        let mut now = BTreeMap::new();
-        if let Some(pod) = self.state.pods.get(key) {
-            if self.is_local(pod) && self.state.is_covered(network) {
-                let (policy, provenance) = resolve::compile(&self.state, pod, network, cache);
-                for interface in pod.interfaces.iter().filter(|i| &i.network == network) {
-                    let tables: &mut EndpointTables = now
-                        .entry(interface.interface.clone())
-                        .or_insert_with(|| EndpointTables {
-                            addresses: Vec::new(),
-                            policy: policy.clone(),
-                            provenance: provenance.clone(),
-                        });
-                    tables.addresses.extend(&interface.ips);
-                }
-            }
-        }
-        now
     }
 
     /// Records `attachment`'s new tables; returns the endpoints that changed.
@@ -188,6 +209,8 @@ impl Engine {
         now: BTreeMap<InterfaceName, EndpointTables>,
     ) -> Vec<EndpointChange> {
         let (key, network) = &attachment;
+        let now: BTreeMap<InterfaceName, Arc<EndpointTables>> =
+            now.into_iter().map(|(i, t)| (i, Arc::new(t))).collect();
         let before = self.emitted.remove(&attachment).unwrap_or_default();
         let id = |interface: &InterfaceName| EndpointId {
             pod: key.clone(),
@@ -214,62 +237,48 @@ impl Engine {
         changes
     }
 
-    /// Adds every attachment whose tables `touched` may change. A superset is fine (the
-    /// recompiled result is compared with the last one); a missing one is a bug, which the
-    /// incremental-versus-full property test looks for.
+    /// Adds every attachment whose tables `touched` may change, but for those the
+    /// selections it changed reach (see [`Self::using`]). A superset is fine (the
+    /// recompiled result is compared with the last one); a missing one is a bug, which
+    /// the incremental-versus-full property test looks for.
     fn affected_by(&self, touched: &Touched, affected: &mut BTreeSet<Attachment>) {
         match touched {
             Touched::Pod(old, new) => {
                 for pod in old.iter().chain(new) {
-                    if self.is_local(pod) {
+                    if is_local(&self.node, pod) {
                         for interface in &pod.interfaces {
                             affected.insert((pod.key.clone(), interface.network.clone()));
                         }
                     }
-                    // As a peer, or a destination whose named ports resolve.
+                    // A destination whose named ports resolve: its ports may have changed
+                    // with its addresses and selections unchanged.
                     let namespace = self.state.namespace(&pod.key.namespace);
                     for network in pod.interfaces.iter().map(|i| &i.network) {
                         for policy in self.policies_on(network) {
-                            if may_reference(policy, pod, &namespace, network) {
+                            if names_ports_of(policy, pod, &namespace, network) {
                                 self.local_on(network, Some(policy), affected);
                             }
                         }
                     }
                 }
             }
-            Touched::Namespace(name, old, new) => {
-                let labels = [
-                    old.clone()
-                        .unwrap_or_else(|| NamespaceView::unlabelled(name)),
-                    new.clone()
-                        .unwrap_or_else(|| NamespaceView::unlabelled(name)),
-                ];
-                for policy in self.state.policies.values() {
-                    // Only the namespace's labels changed, not its pods: a selector that
-                    // matched it before and after still selects the same pods.
-                    let selects_it = all_peers(policy).any(|peer| match peer {
-                        Peer::Pods {
-                            namespaces: NamespaceScope::Selected(selector),
-                            ..
-                        } => {
-                            selector.matches(&labels[0].labels)
-                                != selector.matches(&labels[1].labels)
-                        }
-                        _ => false,
-                    });
-                    if selects_it {
-                        for network in &policy.networks {
-                            self.local_on(network, Some(policy), affected);
-                        }
-                    }
-                }
-            }
+            // Only its labels changed, not its pods: what they select is in the selections.
+            Touched::Namespace(..) => {}
             Touched::Policy(old, new) => {
                 for policy in old.iter().chain(new) {
                     for network in &policy.networks {
                         self.local_on(network, Some(policy), affected);
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds the endpoints of the policies that use a selection whose addresses changed.
+    fn using(&self, (scope, pods, network): &Changed, affected: &mut BTreeSet<Attachment>) {
+        for policy in self.selections.users(scope, pods) {
+            if policy.networks.contains(network) {
+                self.local_on(network, Some(policy), affected);
             }
         }
     }
@@ -283,16 +292,16 @@ impl Engine {
             .get(network)
             .into_iter()
             .flatten()
-            .filter_map(|k| self.state.policies.get(k))
+            .filter_map(|k| self.state.policies.get(k).map(|p| &**p))
     }
 
     /// Every local pod interface, and every attachment emitted so far (which may have
     /// stopped being local).
     fn all_local(&self, affected: &mut BTreeSet<Attachment>) {
         affected.extend(self.emitted.keys().cloned());
-        for pod in self.state.pods.values().filter(|p| self.is_local(p)) {
-            for interface in &pod.interfaces {
-                affected.insert((pod.key.clone(), interface.network.clone()));
+        for key in self.local_by_namespace.values().flatten() {
+            for interface in self.state.pod(key).iter().flat_map(|p| &p.interfaces) {
+                affected.insert((key.clone(), interface.network.clone()));
             }
         }
     }
@@ -311,76 +320,105 @@ impl Engine {
                     .into_iter()
                     .flatten(),
             ),
-            None => Box::new(
-                self.state
-                    .pods_by_network
-                    .get(network)
-                    .into_iter()
-                    .flatten(),
-            ),
+            None => Box::new(self.local_by_namespace.values().flatten()),
         };
         for key in candidates {
-            let Some(pod) = self.state.pods.get(key) else {
+            let Some(pod) = self.state.pod(key) else {
                 continue;
             };
             let on_network = pod.interfaces.iter().any(|i| &i.network == network);
             let selected = policy.is_none_or(|p| p.pod_selector.matches(&pod.labels));
-            if on_network && selected && self.is_local(pod) {
+            if on_network && selected {
                 affected.insert((key.clone(), network.clone()));
             }
         }
     }
 }
 
-/// Whether `policy`'s rules on `network` may resolve differently because of `pod` (in
-/// `namespace`): some rule's peers admit it, where it counts. Selector peers contribute
-/// the addresses of the pods they select; ipBlocks and "any" contribute fixed addresses,
-/// except that egress named ports resolve against every destination pod they admit.
-fn may_reference(
+fn is_local(node: &str, pod: &PodView) -> bool {
+    pod.node.as_deref() == Some(node)
+}
+
+/// The tables `attachment`'s interfaces have now (none when it is not an endpoint).
+fn compile(
+    node: &str,
+    resolver: &mut Resolver<'_>,
+    (key, network): &Attachment,
+) -> BTreeMap<InterfaceName, EndpointTables> {
+    let state = resolver.state();
+    let mut now = BTreeMap::new();
+    let Some(pod) = state.pod(key).filter(|p| is_local(node, p)) else {
+        return now;
+    };
+    // The pod's own copy of the network: the resolver keeps rules by it.
+    let Some(network) = pod
+        .interfaces
+        .iter()
+        .map(|i| &i.network)
+        .find(|n| *n == network)
+    else {
+        return now;
+    };
+    if !state.is_covered(network) {
+        return now;
+    }
+    let (policy, provenance) = resolver.compile(pod, network);
+    let mut addresses: BTreeMap<&InterfaceName, Vec<IpAddr>> = BTreeMap::new();
+    for interface in pod.interfaces.iter().filter(|i| &i.network == network) {
+        addresses
+            .entry(&interface.interface)
+            .or_default()
+            .extend(&interface.ips);
+    }
+    // Usually one interface per network: it takes the tables, any other copies them.
+    let mut interfaces = addresses.into_iter();
+    let Some((first, addresses)) = interfaces.next() else {
+        return now;
+    };
+    let tables = EndpointTables {
+        addresses,
+        policy,
+        provenance,
+    };
+    for (interface, addresses) in interfaces {
+        now.insert(
+            interface.clone(),
+            EndpointTables {
+                addresses,
+                ..tables.clone()
+            },
+        );
+    }
+    now.insert(first.clone(), tables);
+    now
+}
+
+/// Whether an egress rule of `policy` with named ports on `network` admits `pod` (in
+/// `namespace`), so that its container ports count.
+fn names_ports_of(
     policy: &PolicyView,
     pod: &PodView,
     namespace: &NamespaceView,
     network: &NetworkRef,
 ) -> bool {
-    [Direction::Ingress, Direction::Egress]
-        .into_iter()
-        .flat_map(|d| policy.rules(d).iter().map(move |r| (d, r)))
-        .any(|(direction, rule)| {
-            let named = direction == Direction::Egress
-                && matches!(&rule.ports, RulePorts::Listed(entries)
-                    if entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))));
-            match &rule.peers {
-                RulePeers::Any => named,
+    policy.rules(Direction::Egress).iter().any(|rule| {
+        let named = matches!(&rule.ports, RulePorts::Listed(entries)
+            if entries.iter().any(|e| matches!(e.port, PortSpec::Named(_))));
+        named
+            && match &rule.peers {
+                RulePeers::Any => true,
                 RulePeers::Listed(list) => list.iter().any(|peer| match peer {
-                    Peer::Pods { .. } => selects(policy, peer, pod, namespace),
-                    Peer::Block(block) => {
-                        named && pod.addresses_on(network).any(|a| block.contains(a))
+                    Peer::Pods { namespaces, pods } => {
+                        let in_scope = match namespaces {
+                            NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
+                            NamespaceScope::Selected(s) => s.matches(&namespace.labels),
+                        };
+                        in_scope && pods.matches(&pod.labels)
                     }
+                    Peer::Block(block) => pod.addresses_on(network).any(|a| block.contains(a)),
                 }),
             }
-        })
-}
-
-/// Whether the selector `peer` of `policy` selects `pod` (in `namespace`).
-fn selects(policy: &PolicyView, peer: &Peer, pod: &PodView, namespace: &NamespaceView) -> bool {
-    let Peer::Pods { namespaces, pods } = peer else {
-        return false;
-    };
-    let in_scope = match namespaces {
-        NamespaceScope::Own => pod.key.namespace == policy.key.namespace,
-        NamespaceScope::Selected(selector) => selector.matches(&namespace.labels),
-    };
-    in_scope && pods.matches(&pod.labels)
-}
-
-fn all_peers(policy: &PolicyView) -> impl Iterator<Item = &Peer> {
-    [Direction::Ingress, Direction::Egress]
-        .into_iter()
-        .flat_map(|d| policy.rules(d))
-        .flat_map(|r| match &r.peers {
-            RulePeers::Listed(list) => list.as_slice(),
-            RulePeers::Any => &[],
-        })
+    })
 }
 
 fn endpoint_of(change: &EndpointChange) -> &EndpointId {

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use netwarden_cni::NetworkRef;
 
-use super::{resolve, state::ClusterState, RuleOrigin};
+use super::{resolve::Resolver, selections::Selections, state::ClusterState, RuleOrigin};
 use crate::{
     cluster::objects::{PodKey, PolicyKey},
     datapath::rules::{Direction, Isolation, Peers, Ports, Protocol, Rule},
@@ -72,23 +72,21 @@ pub(crate) fn explain(state: &ClusterState, flow: &Flow) -> Explanation {
         };
     }
     let side = |pod: &PodKey, peer: &PodKey, direction: Direction| {
-        let Some(pod) = state.pods.get(pod) else {
+        let Some(pod) = state.pod(pod) else {
             return Verdict::NotOnNetwork;
         };
         if !pod.interfaces.iter().any(|i| i.network == flow.network) {
             return Verdict::NotOnNetwork;
         }
         let peer_addresses: Vec<IpAddr> = state
-            .pods
-            .get(peer)
+            .pod(peer)
             .map(|p| p.addresses_on(&flow.network).collect())
             .unwrap_or_default();
-        let (policy, provenance) = resolve::compile(
-            state,
-            pod,
-            &flow.network,
-            &mut resolve::PeerCache::default(),
-        );
+        // Selections made for this flow alone: `explain` runs on the engine's state
+        // without changing it.
+        let mut selections = Selections::default();
+        let (policy, provenance) =
+            Resolver::new(state, &mut selections).compile(pod, &flow.network);
         let Isolation::Isolated(rules) = policy.direction(direction) else {
             return Verdict::NotIsolated;
         };

@@ -6,9 +6,10 @@
 mod engine;
 mod explain;
 mod resolve;
+mod selections;
 mod state;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use netwarden_cni::{InterfaceName, NetworkRef};
 
@@ -76,7 +77,8 @@ pub enum EndpointChange {
     /// New, or its tables changed.
     Upsert {
         endpoint: EndpointId,
-        tables: EndpointTables,
+        /// Shared with the engine, which keeps them as its current output.
+        tables: Arc<EndpointTables>,
     },
     /// No longer an endpoint: the pod or interface is gone, moved off this node, or no
     /// policy lists its network any more.

@@ -3,6 +3,7 @@
 use std::{
     borrow::Cow,
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
 };
 
 use netwarden_cni::NetworkRef;
@@ -18,19 +19,20 @@ use crate::cluster::{
 /// One object that changed: its view before and after (None = absent).
 #[derive(Debug, Clone)]
 pub(crate) enum Touched {
-    Pod(Option<PodView>, Option<PodView>),
+    /// Shared with the state: a resync touches every pod of the cluster.
+    Pod(Option<Arc<PodView>>, Option<Arc<PodView>>),
     Namespace(String, Option<NamespaceView>, Option<NamespaceView>),
-    Policy(Option<PolicyView>, Option<PolicyView>),
+    Policy(Option<Arc<PolicyView>>, Option<Arc<PolicyView>>),
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct ClusterState {
-    pub pods: BTreeMap<PodKey, PodView>,
+    /// By namespace, then name: the cluster's pods are most of the engine's memory, so
+    /// they are kept once, with no other index.
+    pods: BTreeMap<String, BTreeMap<String, Arc<PodView>>>,
     pub namespaces: BTreeMap<String, NamespaceView>,
-    pub policies: BTreeMap<PolicyKey, PolicyView>,
-    pub pods_by_namespace: BTreeMap<String, BTreeSet<PodKey>>,
-    /// Pods with at least one interface on the network.
-    pub pods_by_network: BTreeMap<NetworkRef, BTreeSet<PodKey>>,
+    /// Shared with the selections, which keep the policies using each.
+    pub policies: BTreeMap<PolicyKey, Arc<PolicyView>>,
     pub policies_by_namespace: BTreeMap<String, BTreeSet<PolicyKey>>,
     pub policies_by_network: BTreeMap<NetworkRef, BTreeSet<PolicyKey>>,
     pub errors: BTreeMap<ObjectKey, Vec<ObjectError>>,
@@ -68,10 +70,23 @@ impl ClusterState {
 
     /// All namespaces that hold pods or exist as objects.
     pub fn namespace_names(&self) -> BTreeSet<&String> {
-        self.namespaces
-            .keys()
-            .chain(self.pods_by_namespace.keys())
-            .collect()
+        self.namespaces.keys().chain(self.pods.keys()).collect()
+    }
+
+    pub fn pod(&self, key: &PodKey) -> Option<&PodView> {
+        self.pods.get(&key.namespace)?.get(&key.name).map(|p| &**p)
+    }
+
+    pub fn pods(&self) -> impl Iterator<Item = &PodView> {
+        self.pods.values().flat_map(|n| n.values()).map(|p| &**p)
+    }
+
+    pub fn pods_in(&self, namespace: &str) -> impl Iterator<Item = &PodView> {
+        self.pods
+            .get(namespace)
+            .into_iter()
+            .flat_map(|n| n.values())
+            .map(|p| &**p)
     }
 
     pub fn apply(&mut self, event: &ClusterEvent) -> Vec<Touched> {
@@ -79,11 +94,18 @@ impl ClusterState {
             ClusterEvent::Applied(object) => self.applied(object).into_iter().collect(),
             ClusterEvent::Deleted(key) => self.deleted(key).into_iter().collect(),
             ClusterEvent::Resynced(kind, objects) => {
-                let keep: BTreeSet<ObjectKey> = objects.iter().filter_map(object_key).collect();
+                // Borrowed: a resync lists every pod of the cluster.
+                let keep: BTreeSet<(Option<&str>, &str)> = objects
+                    .iter()
+                    .filter_map(|o| {
+                        let metadata = o.metadata();
+                        Some((metadata.namespace.as_deref(), metadata.name.as_deref()?))
+                    })
+                    .collect();
                 let gone: Vec<ObjectKey> = self
                     .keys_of(*kind)
                     .into_iter()
-                    .filter(|k| !keep.contains(k))
+                    .filter(|k| !keep.contains(&(k.namespace.as_deref(), k.name.as_str())))
                     .collect();
                 let mut touched: Vec<Touched> =
                     gone.iter().filter_map(|k| self.deleted(k)).collect();
@@ -101,9 +123,8 @@ impl ClusterState {
         };
         let mut keys: Vec<ObjectKey> = match kind {
             Kind::Pod => self
-                .pods
-                .keys()
-                .map(|k| namespaced(&k.namespace, &k.name))
+                .pods()
+                .map(|p| namespaced(&p.key.namespace, &p.key.name))
                 .collect(),
             Kind::Namespace => self
                 .namespaces
@@ -132,7 +153,7 @@ impl ClusterState {
         match object {
             Object::Pod(pod) => {
                 let parsed = PodView::from_pod(pod, self.with_cluster_network);
-                let view = self.record(&key, parsed)?;
+                let view = Arc::new(self.record(&key, parsed)?);
                 let old = self.remove_pod(&view.key);
                 self.insert_pod(view.clone());
                 Some(Touched::Pod(old, Some(view)))
@@ -164,7 +185,7 @@ impl ClusterState {
         key: &ObjectKey,
         parsed: Result<Parsed<PolicyView>, ObjectError>,
     ) -> Option<Touched> {
-        let view = self.record(key, parsed)?;
+        let view = Arc::new(self.record(key, parsed)?);
         let old = self.remove_policy(&view.key);
         self.insert_policy(view.clone());
         Some(Touched::Policy(old, Some(view)))
@@ -220,30 +241,23 @@ impl ClusterState {
         }
     }
 
-    fn insert_pod(&mut self, pod: PodView) {
-        self.pods_by_namespace
+    fn insert_pod(&mut self, pod: Arc<PodView>) {
+        self.pods
             .entry(pod.key.namespace.clone())
             .or_default()
-            .insert(pod.key.clone());
-        for interface in &pod.interfaces {
-            self.pods_by_network
-                .entry(interface.network.clone())
-                .or_default()
-                .insert(pod.key.clone());
-        }
-        self.pods.insert(pod.key.clone(), pod);
+            .insert(pod.key.name.clone(), pod);
     }
 
-    fn remove_pod(&mut self, key: &PodKey) -> Option<PodView> {
-        let pod = self.pods.remove(key)?;
-        remove_indexed(&mut self.pods_by_namespace, &key.namespace, key);
-        for interface in &pod.interfaces {
-            remove_indexed(&mut self.pods_by_network, &interface.network, key);
+    fn remove_pod(&mut self, key: &PodKey) -> Option<Arc<PodView>> {
+        let pods = self.pods.get_mut(&key.namespace)?;
+        let pod = pods.remove(&key.name)?;
+        if pods.is_empty() {
+            self.pods.remove(&key.namespace);
         }
         Some(pod)
     }
 
-    fn insert_policy(&mut self, policy: PolicyView) {
+    fn insert_policy(&mut self, policy: Arc<PolicyView>) {
         self.policies_by_namespace
             .entry(policy.key.namespace.clone())
             .or_default()
@@ -257,7 +271,7 @@ impl ClusterState {
         self.policies.insert(policy.key.clone(), policy);
     }
 
-    fn remove_policy(&mut self, key: &PolicyKey) -> Option<PolicyView> {
+    fn remove_policy(&mut self, key: &PolicyKey) -> Option<Arc<PolicyView>> {
         let policy = self.policies.remove(key)?;
         remove_indexed(&mut self.policies_by_namespace, &key.namespace, key);
         for network in &policy.networks {

@@ -556,6 +556,7 @@ proptest! {
             for change in engine.apply(&event) {
                 match change {
                     EndpointChange::Upsert { endpoint, tables } => {
+                        let tables = EndpointTables::clone(&tables);
                         prop_assert_ne!(seen.insert(endpoint, tables.clone()), Some(tables), "an Upsert that changed nothing");
                     }
                     EndpointChange::Removed { endpoint } => {

@@ -601,6 +601,50 @@ fn point11_every_change_is_reevaluated_and_deleting_all_policies_allows_everythi
     assert!(allowed(&engine, BARE, SERVER, 80));
 }
 
+#[test]
+fn point11_a_namespace_label_change_reaches_egress_rules_with_only_named_ports() {
+    // Such a rule resolves its destinations pod by pod (for their ports), not through
+    // the addresses its selector peers stand for.
+    let api = pod(
+        "other",
+        "api",
+        "node-2",
+        json!({"app": "api"}),
+        &[Attach(NET1, "net1", &["10.0.0.5"])],
+        json!([{"name": "web", "containerPort": 8443}]),
+    );
+    let mut engine = with(&[
+        api,
+        policy(
+            "to-team-y",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"team": "y"}}}],
+                               "ports": [{"port": "web"}]}]}),
+        ),
+    ]);
+    let client_to_api = |engine: &Engine| {
+        fixtures::compiled_allows(
+            engine,
+            &pod_key(CLIENT.0, CLIENT.1),
+            &network(NET1),
+            Direction::Egress,
+            fixtures::ip("10.0.0.5"),
+            Protocol::Tcp,
+            8443,
+        )
+    };
+    assert_eq!(client_to_api(&engine), Some(false));
+    let changes = engine.apply(&ClusterEvent::Applied(fixtures::namespace(
+        "other",
+        json!({"team": "y"}),
+    )));
+    assert_eq!(
+        changes.iter().map(endpoint_name).collect::<Vec<_>>(),
+        ["default/client"]
+    );
+    assert_eq!(client_to_api(&engine), Some(true));
+}
+
 fn endpoint_name(change: &EndpointChange) -> String {
     match change {
         EndpointChange::Upsert { endpoint, .. } | EndpointChange::Removed { endpoint } => {
