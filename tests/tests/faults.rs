@@ -15,7 +15,7 @@ use std::{
 };
 
 use netwarden_agent::netns::run_in;
-use netwarden_tests::node::{interfaces_in, macvlan, Lab, Pod, Signal};
+use netwarden_tests::node::{interfaces_in, macvlan, Lab, Pod, Signal, PLUGINS};
 use serde_json::{json, Value};
 
 const NAD: &str = "default/macvlan-conf";
@@ -676,6 +676,78 @@ fn a_burst_of_500_adds_all_succeed_in_bounded_memory_and_their_dels_leave_nothin
         assert_eq!(answer, &(0, Value::Null), "DEL {}", pod.name);
         assert!(pod.interfaces().is_empty(), "{}", pod.name);
     }
+    let left = leftovers(&lab);
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| Some(stat.rsplit_once(") ")?.1.starts_with(|s| s != 'Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_plugin_running_when_the_agent_is_killed_dies_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut lab = Lab::new("flt-orphan");
+    // A plugin that, on ADD, records its pid and stalls (exec keeps the pid).
+    let plugins = lab.path("plugins");
+    let pid_file = lab.path("stall.pid");
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    let stall = plugins.join("nw-stall");
+    std::fs::write(
+        &stall,
+        format!(
+            "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\necho $$ > {}.tmp\nmv {0}.tmp {0}\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    )
+    .expect("plugin written");
+    std::fs::set_permissions(&stall, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let seed = lab.seed_network();
+    lab.add_nad(
+        "default",
+        "stall-conf",
+        &json!({"cniVersion": "1.0.0", "name": "stall-conf",
+                "plugins": [seed, {"type": "nw-stall"}]}),
+    );
+    lab.reconfigure(|config| config["binDirs"] = json!([PLUGINS, plugins]));
+    let pod = lab.pod("default", "stall-conf");
+
+    let (add, plugin) = std::thread::scope(|scope| {
+        let add = scope.spawn(|| lab.cni("ADD", &pod));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let plugin: u32 = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|pid| pid.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the stalling plugin never ran");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        lab.signal_agent(Signal::SIGKILL);
+        (add.join().expect("ADD thread"), plugin)
+    });
+    let (code, error) = add;
+    assert_ne!(code, 0, "{error}");
+    assert!(
+        Cause::AgentGone.named_in(&lab, error["msg"].as_str().unwrap_or_default()),
+        "{error}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runs(plugin) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!runs(plugin), "the plugin outlived the agent that ran it");
+
+    lab.stop_agent();
+    lab.start_agent();
+    assert_eq!(lab.cni("DEL", &pod), (0, Value::Null));
+    assert!(pod.interfaces().is_empty(), "{:?}", pod.interfaces());
     let left = leftovers(&lab);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
