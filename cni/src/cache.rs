@@ -203,6 +203,36 @@ impl Cache {
         Ok(Some(record))
     }
 
+    /// Removes the temporary files of writes that never finished (the writer was killed
+    /// between creating one and renaming it into place) and returns how many. Only for a
+    /// writer starting up: a concurrent write's temporary file would go too.
+    pub fn remove_abandoned_writes(&self) -> Result<usize, CacheError> {
+        let io = |action| {
+            let path = self.dir.clone();
+            move |source| CacheError::Io {
+                path,
+                action,
+                source,
+            }
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(io("list")(source)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(io("list"))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.contains(".json.tmp-") {
+                std::fs::remove_file(entry.path()).map_err(io("remove an abandoned write"))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub fn remove(&self, id: &ContainerId) -> Result<(), CacheError> {
         let path = self.path(id);
         match std::fs::remove_file(&path) {
@@ -309,6 +339,23 @@ mod tests {
             .filter(|n| n.contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(cache.read(&rec.container_id).unwrap(), Some(rec));
+    }
+
+    #[test]
+    fn abandoned_writes_are_removed_and_records_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        assert_eq!(cache.remove_abandoned_writes().unwrap(), 0);
+        let rec = record("c6");
+        cache.write(&rec).unwrap();
+        std::fs::write(dir.path().join(".c7.json.tmp-4242-0"), b"{\"format\"").unwrap();
+        assert_eq!(cache.remove_abandoned_writes().unwrap(), 1);
+        let names: Vec<_> = std::fs::read_dir(cache.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["c6.json"]);
         assert_eq!(cache.read(&rec.container_id).unwrap(), Some(rec));
     }
 

@@ -2,6 +2,7 @@
 //! on stdin, a deadline, and its stdout read as a result or a CNI error.
 use std::{
     io::{Read, Write},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, ExitStatus, Stdio},
     sync::mpsc,
@@ -11,7 +12,9 @@ use std::{
 use rustix::{
     event::{poll, PollFd, PollFlags, Timespec},
     io::Errno,
-    process::{pidfd_open, Pid, PidfdFlags},
+    process::{
+        getpid, getppid, pidfd_open, set_parent_process_death_signal, Pid, PidfdFlags, Signal,
+    },
 };
 
 use crate::protocol::{CniError, Command, Request};
@@ -92,7 +95,14 @@ impl PluginRunner {
         if request.path.is_empty() {
             request.path = self.bin_dirs.clone();
         }
-        let mut child = std::process::Command::new(path)
+        let mut command = std::process::Command::new(path);
+        let runner = getpid();
+        // SAFETY: between fork and exec the child only makes the prctl and getppid system
+        // calls.
+        unsafe {
+            command.pre_exec(move || die_with_parent(runner));
+        }
+        let mut child = command
             .envs(request.to_vars())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -169,6 +179,20 @@ impl PluginRunner {
             stderr_tail: tail(&stderr),
         })
     }
+}
+
+/// In the plugin's process, before exec: SIGKILL when the thread that runs it ends. A
+/// plugin of an agent that was killed must not finish its ADD after the DEL that cleaned
+/// up behind it (it would leave an interface and an address nobody knows of).
+fn die_with_parent(runner: Pid) -> std::io::Result<()> {
+    set_parent_process_death_signal(Some(Signal::KILL))?;
+    // The runner may have ended before the signal was armed.
+    if getppid() != Some(runner) {
+        return Err(std::io::Error::other(
+            "the process running the plugin has ended",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `child` exits by `deadline`, waited for on its pidfd without reaping it (so it

@@ -24,6 +24,7 @@ use std::{
 
 use netwarden_agent::{datapath::pins::ScratchPinRoot, lab::topology::NetNamespace};
 use netwarden_cni::status::{parse_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
+pub use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// The node's name in the agent's configuration and in every pod's `spec.nodeName`.
@@ -274,12 +275,52 @@ impl Lab {
         self.agent.as_ref().map(Child::id)
     }
 
+    /// Sends `signal` to the agent without waiting for it: callable while a CNI call is in
+    /// flight on another thread. [`Lab::stop_agent`] reaps it afterwards.
+    pub fn signal_agent(&self, signal: Signal) {
+        if let Some(pid) = self.agent_pid() {
+            // `nsenter` execs the agent, so this is the agent's own pid; until it is
+            // reaped the pid cannot be reused.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Kills the agent (SIGKILL: a crash) and reaps it.
     pub fn stop_agent(&mut self) {
+        self.stop_agent_with(Signal::SIGKILL);
+    }
+
+    /// Stops the agent with `signal` (SIGTERM: the kubelet stopping its pod) and waits
+    /// until it has exited.
+    pub fn stop_agent_with(&mut self, signal: Signal) {
+        if self.agent.is_some() {
+            self.signal_agent(signal);
+        }
         if let Some(mut child) = self.agent.take() {
-            // `nsenter` execs the agent, so this is the agent's own pid.
-            let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The agent's peak resident set so far (VmHWM), in KiB.
+    pub fn agent_peak_rss_kib(&self) -> u64 {
+        let pid = self.agent_pid().expect("the agent runs");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("agent status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Changes the agent's configuration file and restarts the agent on it.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut Value)) {
+        let file = self.path("agent.json");
+        let mut config: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("agent config")).expect("JSON");
+        change(&mut config);
+        std::fs::write(&file, config.to_string()).expect("agent config written");
+        self.stop_agent();
+        self.start_agent();
     }
 
     /// A pod manifest in `namespace` asking for `networks` (none when empty), and its
@@ -495,6 +536,15 @@ impl Lab {
         (status, body)
     }
 
+    /// A gauge or counter from the agent's `/metrics` (`name` with its labels, as printed).
+    pub fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{body}"))
+    }
+
     /// `netwarden ARGS` in the node namespace (where the agent's HTTP endpoint is).
     pub fn netwarden(&self, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
@@ -524,6 +574,36 @@ impl Pod {
     pub fn interfaces(&self) -> Vec<String> {
         interfaces_in(&self.netns.path())
     }
+
+    /// Datagrams the sandbox's kernel handed to UDP (see [`udp_delivered`]).
+    pub fn udp_delivered(&self) -> u64 {
+        let snmp = self.netns.exec(&["cat", "/proc/net/snmp"]).expect("snmp");
+        udp_delivered(&String::from_utf8_lossy(&snmp.stdout))
+    }
+
+    /// Packets that arrived on `ifname`, before its classifier judged them.
+    pub fn rx_packets(&self, ifname: &str) -> u64 {
+        let file = format!("/sys/class/net/{ifname}/statistics/rx_packets");
+        let out = self.netns.exec(&["cat", &file]).expect("statistics");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim().parse().expect("a counter")
+    }
+}
+
+/// Datagrams a kernel handed to UDP (to a socket, or to none: NoPorts) and those it
+/// dropped as bad, from its /proc/net/snmp: every datagram past the classifiers.
+pub fn udp_delivered(snmp: &str) -> u64 {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (
+        udp.next().expect("Udp header"),
+        udp.next().expect("Udp values"),
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| ["InDatagrams", "NoPorts", "InErrors"].contains(name))
+        .map(|(_, value)| value.parse::<u64>().expect("a counter"))
+        .sum()
 }
 
 /// `ip -j ARGS` in the network namespace at `netns` (any path: ours under /run/netns or a

@@ -131,6 +131,11 @@ fn del_with_the_agent_stopped_is_done_by_the_binary_from_the_cache() {
         error["msg"].as_str().unwrap_or("").contains("attach.sock"),
         "{error}"
     );
+    // The binary could not touch the datapath: the agent, back, forgets what the
+    // sandbox had there.
+    lab.start_agent();
+    assert_eq!(lab.pins().recorded_endpoints().expect("pins"), []);
+    assert_eq!(lab.metric("netwarden_map_entries{map=\"ENDPOINTS\"}"), 0.0);
 }
 
 #[test]
@@ -224,15 +229,6 @@ fn gc(config: &Value) -> (i32, Value) {
     )
 }
 
-/// A gauge or counter from the agent's `/metrics`.
-fn metric(lab: &Lab, name: &str) -> f64 {
-    let (status, body) = lab.http_get("/metrics");
-    assert_eq!(status, 200, "{body}");
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not in /metrics:\n{body}"))
-}
-
 /// What a reboot does to a sandbox: its network namespace, and every interface in it, is
 /// gone; the cache, on disk, stays.
 fn lose_namespace(pod: &Pod) {
@@ -251,7 +247,7 @@ fn gc_deletes_every_attachment_the_runtime_no_longer_lists_through_every_delegat
     let kept = lab.pod("default", "macvlan-conf");
     assert_eq!(lab.cni("ADD", &kept).0, 0);
     let kept_addresses = lab.allocations();
-    let kept_endpoints = metric(&lab, "netwarden_endpoints");
+    let kept_endpoints = lab.metric("netwarden_endpoints");
     // Three delegates: the cluster network, macvlan-conf and wide-conf.
     let stale = lab.pod("default", "macvlan-conf,wide-conf");
     assert_eq!(lab.cni("ADD", &stale).0, 0);
@@ -276,7 +272,7 @@ fn gc_deletes_every_attachment_the_runtime_no_longer_lists_through_every_delegat
     assert!(!cached(&lab, &stale));
     assert!(cached(&lab, &kept));
     assert_eq!(
-        metric(&lab, "netwarden_endpoints"),
+        lab.metric("netwarden_endpoints"),
         kept_endpoints,
         "the stale sandbox's interfaces are no longer enforced on"
     );
@@ -290,14 +286,10 @@ fn gc_deletes_every_attachment_the_runtime_no_longer_lists_through_every_delegat
 #[test]
 fn a_full_queue_refuses_at_once_with_agent_busy_and_the_admitted_adds_complete() {
     let mut lab = Lab::new("att-busy");
-    let config_file = lab.path("agent.json");
-    let mut config: Value =
-        serde_json::from_slice(&std::fs::read(&config_file).expect("agent config")).expect("JSON");
-    config["maxConcurrent"] = 1.into();
-    config["maxQueued"] = 1.into();
-    std::fs::write(&config_file, config.to_string()).expect("agent config written");
-    lab.stop_agent();
-    lab.start_agent();
+    lab.reconfigure(|config| {
+        config["maxConcurrent"] = 1.into();
+        config["maxQueued"] = 1.into();
+    });
 
     // Two ADDs for pods the cluster state does not have yet: admitted, they wait for them.
     let late: Vec<Pod> = (0..2)
@@ -311,7 +303,7 @@ fn a_full_queue_refuses_at_once_with_agent_busy_and_the_admitted_adds_complete()
             .map(|pod| scope.spawn(move || lab.cni("ADD", pod)))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while metric(lab, "netwarden_attach_admitted") < 2.0 {
+        while lab.metric("netwarden_attach_admitted") < 2.0 {
             assert!(
                 Instant::now() < deadline,
                 "the two ADDs were never admitted"
@@ -372,7 +364,7 @@ fn del_after_a_reboot_reaches_every_delegate_though_the_sandboxes_are_gone() {
     assert_eq!(lab.cni("DEL", &late), (0, Value::Null));
     assert!(!cached(&lab, &late));
     assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
-    assert_eq!(metric(&lab, "netwarden_endpoints"), 0.0);
+    assert_eq!(lab.metric("netwarden_endpoints"), 0.0);
     assert_eq!(
         lab.cni("DEL", &late),
         (0, Value::Null),

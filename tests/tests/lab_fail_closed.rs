@@ -15,6 +15,7 @@ use std::{
 use netwarden_agent::{lab::spec::PodName, netns::run_in};
 use netwarden_tests::{
     lab::RunningLab,
+    node,
     truth::{udp, Net},
 };
 
@@ -95,21 +96,9 @@ spec:
   ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}}]}]
 "#;
 
-/// Datagrams the pod's kernel handed to UDP (to a socket, or to none: NoPorts), and
-/// those it dropped as bad: /proc/net/snmp inside the pod's namespace.
+/// Datagrams the pod's kernel handed to UDP: /proc/net/snmp inside the pod's namespace.
 fn udp_delivered(lab: &RunningLab, pod: &str) -> u64 {
-    let snmp = lab.ok(&["exec", pod, "--", "cat", "/proc/net/snmp"]);
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
-    let (names, values) = (
-        udp.next().expect("Udp header"),
-        udp.next().expect("Udp values"),
-    );
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .filter(|(name, _)| ["InDatagrams", "NoPorts", "InErrors"].contains(name))
-        .map(|(_, value)| value.parse::<u64>().expect("a counter"))
-        .sum()
+    node::udp_delivered(&lab.ok(&["exec", pod, "--", "cat", "/proc/net/snmp"]))
 }
 
 /// Packets that arrived on the pod's net1, before its classifier judged them.

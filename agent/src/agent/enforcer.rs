@@ -2,6 +2,7 @@
 //! and every changed endpoint is reprogrammed; an ADD's new interfaces are attached and
 //! programmed before the pod gets them; a reconcile repairs drift.
 use std::{
+    collections::HashSet,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -15,7 +16,9 @@ use netwarden_cni::{
 use super::endpoints::{Desired, Endpoints};
 use crate::{
     cluster::{objects::PodKey, ClusterEvent, Kind, Object},
-    datapath::{endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointSettings},
+    datapath::{
+        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointKey, EndpointSettings,
+    },
     policy::{EndpointChange, EndpointId, Engine, Explanation, Flow},
 };
 
@@ -29,6 +32,8 @@ pub enum EnforceError {
     },
     #[error("the pod in the CNI request has no namespace or name")]
     Unnamed,
+    #[error("forgetting the interfaces of deleted sandboxes: {0}")]
+    Stale(Box<DatapathError>),
 }
 
 pub struct Enforcer {
@@ -134,6 +139,9 @@ impl Enforcer {
     /// left to the runtime's DEL.
     pub fn reconcile(&mut self) -> Vec<EnforceError> {
         let mut problems = Vec::new();
+        // Every interface of a known endpoint, as it is now and as it was attached.
+        let mut live: HashSet<EndpointKey> =
+            self.endpoints.iter().filter_map(|(_, e)| e.key).collect();
         for id in self.endpoints.ids() {
             let Some(local) = self.endpoints.get_mut(&id) else {
                 continue;
@@ -141,6 +149,7 @@ impl Enforcer {
             let Ok(now) = endpoint_key(&local.target) else {
                 continue;
             };
+            live.insert(now);
             if local.key != Some(now) || !self.datapath.is_attached(&now) {
                 local.key = None;
             }
@@ -162,6 +171,16 @@ impl Enforcer {
             if let Err(problem) = self.sync(&id) {
                 problems.push(problem);
             }
+        }
+        // An ADD records its endpoints before attaching them, under the lock this holds:
+        // anything else the datapath has is of a sandbox deleted without this agent.
+        match self.datapath.forget_all_but(&live) {
+            Ok(stale) if !stale.is_empty() => tracing::info!(
+                "forgot the links and tables of {} interfaces whose sandboxes were deleted while the agent was not there",
+                stale.len()
+            ),
+            Ok(_) => {}
+            Err(source) => problems.push(EnforceError::Stale(Box::new(source))),
         }
         problems
     }

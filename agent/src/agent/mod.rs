@@ -95,10 +95,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     )?;
     datapath.set_attach_mode(config.attach_mode);
     let verdicts = datapath.events()?;
-    let endpoints = Endpoints::from_cache(
-        &Cache::new(&config.cache_dir),
-        config.cluster_network_policy,
-    )?;
+    let cache = Cache::new(&config.cache_dir);
+    // This agent is the cache's only writer, and it has not written yet.
+    let abandoned = cache.remove_abandoned_writes()?;
+    if abandoned > 0 {
+        tracing::info!("removed {abandoned} unfinished cache writes of an earlier run");
+    }
+    let endpoints = Endpoints::from_cache(&cache, config.cluster_network_policy)?;
     let engine = Engine::new(EngineConfig {
         node: config.node.clone(),
         standard_policy_networks: config.standard_policy_networks(),

@@ -2,6 +2,7 @@
 //! pinned so they outlive the agent, or clsact + cls_bpf filters ([`super::clsact`]) where
 //! the kernel has no TCX or the operator asks for them ([`AttachMode`]).
 use std::{
+    collections::HashSet,
     ffi::CString,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::Path,
@@ -122,6 +123,25 @@ impl Datapath {
         clsact::remove_record(&self.pins.own_clsact(endpoint))?;
         self.instances.remove(endpoint);
         self.free(endpoint)
+    }
+
+    /// Forgets every endpoint that has something here (a pinned link or filter program, a
+    /// qdisc record, a slot with its table entries) but is not in `live`, and returns
+    /// them: what a sandbox leaves when its DEL runs without the agent (`netwarden-cni`
+    /// does it from the cache while the agent is down) or the agent dies between a DEL's
+    /// delegates and its release. Their interfaces are gone with their sandboxes.
+    pub fn forget_all_but(
+        &mut self,
+        live: &HashSet<EndpointKey>,
+    ) -> Result<Vec<EndpointKey>, DatapathError> {
+        let mut stale = self.pins.recorded_endpoints()?;
+        stale.extend(self.slots.assigned().map(|(key, _)| *key));
+        let mut seen = HashSet::new();
+        stale.retain(|key| !live.contains(key) && seen.insert(*key));
+        for key in &stale {
+            self.forget(key)?;
+        }
+        Ok(stale)
     }
 
     /// Whether both hooks of `endpoint` hold a pinned link or filter program of ours.

@@ -75,8 +75,17 @@ impl PinRoot {
 
     /// Endpoints that have a pinned link or filter program, read back from the pin names.
     pub fn attached_endpoints(&self) -> Result<Vec<EndpointKey>, DatapathError> {
+        self.endpoints_in(&[LINKS, FILTERS])
+    }
+
+    /// Endpoints with anything recorded here: a link, a filter program, an own qdisc.
+    pub fn recorded_endpoints(&self) -> Result<Vec<EndpointKey>, DatapathError> {
+        self.endpoints_in(&[LINKS, FILTERS, QDISCS])
+    }
+
+    fn endpoints_in(&self, dirs: &[&str]) -> Result<Vec<EndpointKey>, DatapathError> {
         let mut endpoints = Vec::new();
-        for dir in [self.root.join(LINKS), self.root.join(FILTERS)] {
+        for dir in dirs.iter().map(|dir| self.root.join(dir)) {
             let entries = std::fs::read_dir(&dir).map_err(|e| DatapathError::Pin {
                 path: dir.clone(),
                 reason: e.to_string(),
