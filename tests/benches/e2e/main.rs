@@ -71,9 +71,9 @@ impl Plan {
         } else {
             Self {
                 sizes: vec![10, 1_000, 10_000],
-                rounds: 3,
-                length: Duration::from_secs(2),
-                changes: 3,
+                rounds: 5,
+                length: Duration::from_secs(1),
+                changes: 5,
             }
         }
     }
@@ -96,6 +96,8 @@ pub struct Figures {
 /// (family, peers, system) -> figures.
 pub type Results = BTreeMap<(Family, u32, System), Figures>;
 
+/// Traffic before each system's timed runs.
+const WARM_UP: Duration = Duration::from_millis(200);
 /// How long a policy may take to come into force before the bench gives up.
 const IN_FORCE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -171,6 +173,9 @@ fn measure_size(
             let pair = pair_of(bed, system);
             let server = pair.server.address(family);
             let client = &pair.client.netns;
+            // Untimed: fills the neighbour, route and connection caches on the path.
+            traffic::request_rate(client, server, WARM_UP);
+            traffic::connection_rate(client, server, WARM_UP);
             let figures = Figures {
                 requests: traffic::request_rate(client, server, plan.length),
                 connections: traffic::connection_rate(client, server, plan.length),

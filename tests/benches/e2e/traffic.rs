@@ -23,6 +23,10 @@ pub const PORTS: [u16; 3] = [RR_PORT, CRR_PORT, IPERF_PORT];
 
 const MESSAGE: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// How long either end waits for the other. A policy change may drop a connection's
+/// packets mid-way (netwarden re-checks established flows): a read that will never be
+/// answered must fail instead of stopping the bench.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The servers of one namespace: echo threads for the life of the process (their
 /// sockets go with the namespace) and an iperf3 server, killed on drop.
@@ -88,6 +92,7 @@ impl Drop for Servers {
 
 fn echo(mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
     let mut message = [0u8; MESSAGE];
     while stream.read_exact(&mut message).is_ok() {
         if stream.write_all(&message).is_err() {
@@ -99,6 +104,7 @@ fn echo(mut stream: TcpStream) {
 /// One byte back, then wait for the client to close (it resets, so neither side keeps
 /// the connection in TIME_WAIT).
 fn answer_once(mut stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(REPLY_TIMEOUT));
     let mut byte = [0u8; 1];
     if stream.read_exact(&mut byte).is_ok() && stream.write_all(&byte).is_ok() {
         let _ = stream.read(&mut byte);
@@ -114,6 +120,7 @@ pub fn request_rate(client: &str, server: IpAddr, length: Duration) -> f64 {
     in_netns(client, || {
         let mut stream = TcpStream::connect_timeout(&(server, RR_PORT).into(), CONNECT_TIMEOUT)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
         let mut message = [7u8; MESSAGE];
         let started = Instant::now();
         let mut done = 0u64;
@@ -145,6 +152,7 @@ pub fn connection_rate(client: &str, server: IpAddr, length: Duration) -> f64 {
 /// Connect, one byte each way, close with a reset.
 fn one_connection(target: SocketAddr) -> std::io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
     stream.write_all(&[1])?;
     stream.read_exact(&mut [0])?;
     let reset = nix::libc::linger {
