@@ -53,26 +53,29 @@ pub fn svg(results: &Results) -> String {
         b = TOP + plot_h,
         r = LEFT + plot_w
     );
+    let bottom = TOP + plot_h;
     for &size in &sizes {
-        let _ = writeln!(
-            out,
-            "<line x1=\"{px}\" y1=\"{TOP}\" x2=\"{px}\" y2=\"{b}\" stroke=\"#dddddd\"/>\n\
-             <text x=\"{px}\" y=\"{ty}\" text-anchor=\"middle\">{size}</text>",
-            px = x(size),
-            b = TOP + plot_h,
-            ty = TOP + plot_h + 18.0
+        tick(&mut out, (x(size), TOP), (x(size), bottom), "#dddddd");
+        label(
+            &mut out,
+            (x(size), bottom + 18.0),
+            "middle",
+            &size.to_string(),
         );
     }
     for step in 0..=5 {
         let value = y_max * f64::from(step) / 5.0;
-        let _ = writeln!(
-            out,
-            "<line x1=\"{LEFT}\" y1=\"{py}\" x2=\"{r}\" y2=\"{py}\" stroke=\"#eeeeee\"/>\n\
-             <text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{value:.0}</text>",
-            py = y(value),
-            r = LEFT + plot_w,
-            tx = LEFT - 6.0,
-            ty = y(value) + 4.0
+        tick(
+            &mut out,
+            (LEFT, y(value)),
+            (LEFT + plot_w, y(value)),
+            "#eeeeee",
+        );
+        label(
+            &mut out,
+            (LEFT - 6.0, y(value) + 4.0),
+            "end",
+            &format!("{value:.0}"),
         );
     }
     let _ = writeln!(
@@ -138,6 +141,21 @@ pub fn svg(results: &Results) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// A grid line.
+fn tick(out: &mut String, (x1, y1): (f64, f64), (x2, y2): (f64, f64), stroke: &str) {
+    let _ = writeln!(
+        out,
+        "<line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"{stroke}\"/>"
+    );
+}
+
+fn label(out: &mut String, (x, y): (f64, f64), anchor: &str, text: &str) {
+    let _ = writeln!(
+        out,
+        "<text x=\"{x:.1}\" y=\"{y:.1}\" text-anchor=\"{anchor}\">{text}</text>"
+    );
 }
 
 /// The next round figure at or above `value` (1, 2 or 5 times a power of ten).
