@@ -23,6 +23,8 @@ pub const PORTS: [u16; 3] = [RR_PORT, CRR_PORT, IPERF_PORT];
 
 const MESSAGE: usize = 64;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Attempts in a row that must agree before a verdict counts as in force.
+const STEADY: u32 = 3;
 /// How long either end waits for the other. A policy change may drop a connection's
 /// packets mid-way (netwarden re-checks established flows): a read that will never be
 /// answered must fail instead of stopping the bench.
@@ -167,11 +169,18 @@ pub fn reaches(client: &str, server: IpAddr) -> bool {
     in_netns(client, || one_connection((server, CRR_PORT).into())).is_ok()
 }
 
-/// Waits (up to `within`) until `client` reaching `server` is `expected`; panics with
-/// `what` when it never is.
+/// Waits (up to `within`) until `client` reaching `server` is `expected` in [`STEADY`]
+/// attempts in a row (one attempt can time out on a busy machine, and a policy may take
+/// a moment to be in force); panics with `what` when it never is.
 pub fn wait_until(client: &str, server: IpAddr, expected: bool, within: Duration, what: &str) {
     let started = Instant::now();
-    while reaches(client, server) != expected {
+    let mut in_a_row = 0;
+    while in_a_row < STEADY {
+        if reaches(client, server) == expected {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
         assert!(
             started.elapsed() < within,
             "{what}: {client} -> {server} still {} after {within:?}",
