@@ -76,7 +76,7 @@ fn main() {
         .collect();
     let doc = document(&machine, &results);
     println!("{doc}");
-    match report::write_doc("engine.md", &doc) {
+    match report::write_doc("bench/engine.md", &doc) {
         Ok(path) => eprintln!("written: {}", path.display()),
         Err(e) => eprintln!("docs/bench/engine.md not written: {e}"),
     }

@@ -95,7 +95,7 @@ fn main() {
     let agent = AgentTimes::read(&lab).since(&before);
     let doc = document(&machine, pods, &netwarden, &reference, &agent);
     println!("{doc}");
-    match report::write_doc("attach.md", &doc) {
+    match report::write_doc("bench/attach.md", &doc) {
         Ok(path) => eprintln!("written: {}", path.display()),
         Err(e) => eprintln!("docs/bench/attach.md not written: {e}"),
     }

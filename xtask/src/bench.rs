@@ -1,5 +1,6 @@
-//! `cargo xtask bench datapath|engine|attach`: builds what the benchmark needs, runs it and
-//! writes its figures to docs/bench/<target>.md. Figures, not assertions.
+//! `cargo xtask bench datapath|engine|attach|e2e`: builds what the benchmark needs, runs it
+//! and writes its figures to docs/bench/<target>.md (e2e: docs/benchmarks.md and
+//! docs/benchmarks.svg). Figures, not assertions.
 use std::path::Path;
 
 use anyhow::Result;
@@ -16,6 +17,9 @@ pub enum Target {
     Engine,
     /// ADD and DEL latency through netwarden versus the same delegates run directly.
     Attach,
+    /// netwarden, no enforcement and the multi-networkpolicy-iptables shape side by side
+    /// on two lab pods: request, connection and throughput rates, policy change times.
+    E2e,
 }
 
 pub fn run(root: &Path, target: Target) -> Result<()> {
@@ -29,17 +33,17 @@ pub fn run(root: &Path, target: Target) -> Result<()> {
                 &["bench", "-p", "netwarden-agent", "--bench", "engine"],
             )
         }),
-        Target::Attach => {
-            // The benchmark runs the release binaries the runtime and the node would run.
-            build_release(root, &["-p", "netwarden-agent", "-p", "netwarden-cni"])?;
-            run::phase("bench attach", || {
-                run::cargo(
-                    root,
-                    &["bench", "-p", "netwarden-tests", "--bench", "attach"],
-                )
-            })
-        }
+        // These run the release binaries the runtime and the node would run.
+        Target::Attach => tests_bench(root, "attach"),
+        Target::E2e => tests_bench(root, "e2e"),
     }
+}
+
+fn tests_bench(root: &Path, bench: &str) -> Result<()> {
+    build_release(root, &["-p", "netwarden-agent", "-p", "netwarden-cni"])?;
+    run::phase(&format!("bench {bench}"), || {
+        run::cargo(root, &["bench", "-p", "netwarden-tests", "--bench", bench])
+    })
 }
 
 fn build_release(root: &Path, packages: &[&str]) -> Result<()> {

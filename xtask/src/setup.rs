@@ -14,9 +14,10 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "ncat",
     "socat",
-    "iperf3",
-    "sockperf",
     "bpftool",
+    // `bench e2e`: iperf3 for throughput, iptables for the multi-networkpolicy-iptables
+    // shape it compares against.
+    "iperf3",
     "iptables",
     // The containerd test: a real CRI runtime calling netwarden-cni, its pause image from
     // busybox, and protoc for the CRI client's generated code.

@@ -108,11 +108,14 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Writes `docs/bench/<file>` at the workspace root; returns its path.
+/// Writes `docs/<file>` at the workspace root (e.g. `bench/engine.md`); returns its path.
 pub fn write_doc(file: &str, contents: &str) -> std::io::Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs")
+        .join(file);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&path, contents)?;
     Ok(path)
 }
