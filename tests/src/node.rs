@@ -189,6 +189,7 @@ impl Lab {
             "maxConcurrent": 4,
             "maxQueued": 64,
             "podWaitSeconds": 10,
+            "logFormat": "json",
         });
         std::fs::write(lab.path("agent.json"), config.to_string()).expect("agent config");
         lab.start_agent();
@@ -254,13 +255,19 @@ impl Lab {
     /// `nsenter --net`, not `ip netns exec`: the latter gives the process a mount namespace
     /// with a fresh /sys, without the bpffs at /sys/fs/bpf the agent pins into.
     pub fn start_agent(&mut self) {
+        // Every run appends its logs (JSON lines, on stdout) to one file.
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.agent_log())
+            .expect("agent log file");
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.node.path().display()))
             .arg(binary("netwarden"))
             .arg("agent")
             .arg("--config")
             .arg(self.path("agent.json"))
-            .stdout(Stdio::null())
+            .stdout(log)
             .spawn()
             .expect("agent starts");
         self.agent = Some(child);
@@ -268,6 +275,11 @@ impl Lab {
         client
             .wait_ready(Duration::from_secs(20))
             .expect("agent ready");
+    }
+
+    /// Where the agent's logs go.
+    pub fn agent_log(&self) -> PathBuf {
+        self.path("agent.log")
     }
 
     /// The running agent's process id (`nsenter` execs the agent).

@@ -260,6 +260,17 @@ fn policy_and_label_changes_reach_the_kernel_and_can_be_explained_and_watched() 
     );
 
     assert_eq!(lab.http_get("/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(lab.http_get("/healthz"), (200, "ok\n".to_owned()));
+    // `logFormat: json`: every line an object with a level and its fields.
+    let log = std::fs::read_to_string(lab.agent_log()).expect("agent log");
+    assert!(log.lines().count() > 1, "{log}");
+    for line in log.lines() {
+        let record: Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(
+            record["level"].is_string() && record["fields"].is_object(),
+            "{line}"
+        );
+    }
     let (status, metrics) = lab.http_get("/metrics");
     assert_eq!(status, 200);
     for expected in [

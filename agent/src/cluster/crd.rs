@@ -25,6 +25,14 @@ pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
     singular = "network-attachment-definition",
     shortname = "net-attach-def",
     namespaced,
+    // Upstream's CRD has none; `kubectl get net-attach-def` then shows only the name.
+    printcolumn(
+        name = "Resource",
+        type_ = "string",
+        description = "The device-plugin resource it draws from (annotation k8s.v1.cni.cncf.io/resourceName)",
+        json_path = ".metadata.annotations.k8s\\.v1\\.cni\\.cncf\\.io/resourceName"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     derive = "PartialEq",
     derive = "Default",
     // A NAD may have no spec at all (a network looked up by name in the configuration
