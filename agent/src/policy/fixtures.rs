@@ -130,3 +130,14 @@ pub fn compiled_allows(
 pub fn ip(address: &str) -> IpAddr {
     address.parse().unwrap()
 }
+
+/// The pods among `objects`.
+pub fn pods(objects: &[Object]) -> Vec<&k8s_openapi::api::core::v1::Pod> {
+    objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) => Some(p.as_ref()),
+            _ => None,
+        })
+        .collect()
+}

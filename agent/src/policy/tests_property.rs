@@ -288,16 +288,6 @@ fn present(slots: &[Option<Object>]) -> Vec<Object> {
     slots.iter().flatten().cloned().collect()
 }
 
-fn pods(objects: &[Object]) -> Vec<&k8s_openapi::api::core::v1::Pod> {
-    objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some(p.as_ref()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn key_of(pod: &k8s_openapi::api::core::v1::Pod) -> crate::cluster::objects::PodKey {
     fixtures::pod_key(
         pod.metadata.namespace.as_deref().unwrap(),
@@ -319,7 +309,7 @@ fn check_against_reference(objects: &[Object]) -> Result<(), TestCaseError> {
         objects,
         standard_networks: &standard,
     };
-    let pods = pods(objects);
+    let pods = fixtures::pods(objects);
     for network_name in NETWORKS {
         let network = fixtures::network(network_name);
         for subject in &pods {

@@ -94,16 +94,6 @@ fn check_incremental(mut engine: Engine, objects: &[Object]) -> Result<(), Strin
     Ok(())
 }
 
-fn pods(objects: &[Object]) -> Vec<&Pod> {
-    objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some(p.as_ref()),
-            _ => None,
-        })
-        .collect()
-}
-
 fn key_of(pod: &Pod) -> netwarden_agent::cluster::objects::PodKey {
     fixtures::pod_key(
         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -245,7 +235,7 @@ fn check_against_reference(engine: &Engine, objects: &[Object]) -> Result<(), St
         objects,
         standard_networks: &standard,
     };
-    let pods = pods(objects);
+    let pods = fixtures::pods(objects);
     let networks: BTreeSet<String> = pods
         .iter()
         .flat_map(|p| status_entries(p))
