@@ -80,7 +80,7 @@ impl<'a> Untouched<'a> {
         Self {
             lab,
             pod,
-            files: tree(lab.dir.path()),
+            files: node_files(lab),
             node_links: node_links(lab),
         }
     }
@@ -88,7 +88,7 @@ impl<'a> Untouched<'a> {
     #[track_caller]
     fn check(&self, case: &str) {
         assert_eq!(
-            tree(self.lab.dir.path()),
+            node_files(self.lab),
             self.files,
             "{case}: the node's files changed"
         );
@@ -103,6 +103,13 @@ impl<'a> Untouched<'a> {
             self.pod.interfaces()
         );
     }
+}
+
+/// The node's files but the agent's log, which grows by the refusal's own log line.
+fn node_files(lab: &Lab) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let mut files = tree(lab.dir.path());
+    files.remove(&lab.agent_log());
+    files
 }
 
 fn node_links(lab: &Lab) -> String {

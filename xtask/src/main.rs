@@ -152,7 +152,8 @@ fn test(root: &Path) -> Result<()> {
         run::cargo(root, &["build", "--workspace", "--bins"])
     })?;
     run::phase("privileged end-to-end tests", || {
-        run::cargo(root, &["test", "-p", "netwarden-tests"])
+        // Every failing test binary is reported, not only the first.
+        run::cargo(root, &["test", "--no-fail-fast", "-p", "netwarden-tests"])
     })?;
     println!("all tests passed in {:.1?}", started.elapsed());
     Ok(())

@@ -102,13 +102,19 @@ fn key_of(pod: &Pod) -> netwarden_agent::cluster::objects::PodKey {
 }
 
 /// The reference reads raw objects with the assumptions of its tests: every NetworkPolicy
-/// has a spec, and only the cluster network's network-status entry is `default`.
+/// has a spec, only the cluster network's network-status entry is `default`, and entries
+/// name their NAD as `namespace/name` exactly (the engine also reads ` ns/name`, which the
+/// reference compares as written).
 fn readable_by_reference(objects: &[Object]) -> bool {
     objects.iter().all(|object| match object {
         Object::NetworkPolicy(p) => p.spec.is_some(),
-        Object::Pod(p) => status_entries(p)
-            .iter()
-            .all(|(name, default)| !(*default && name.contains('/'))),
+        Object::Pod(p) => status_entries(p).iter().all(|(name, default)| {
+            !name.contains('/')
+                || (!*default
+                    && name
+                        .parse::<NetworkRef>()
+                        .is_ok_and(|n| n.to_string() == *name))
+        }),
         _ => true,
     })
 }
