@@ -39,26 +39,35 @@ impl RunningLab {
 
     /// `lab up DIR FLAGS...` under a fresh name.
     pub fn up_with(dir: &Path, flags: &[&str]) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "t{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let lab = Self { name };
+        let lab = Self::named();
         let mut args = vec!["up", dir.to_str().expect("utf-8 path")];
         args.extend(flags);
         lab.ok(&args);
         lab
     }
 
+    /// A fresh name (`t<pid>-<n>`) and nothing brought up yet; `lab down` on drop all the
+    /// same, for a test that runs `lab up` itself.
+    pub fn named() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self { name }
+    }
+
+    /// `netwarden lab --name NAME ARGS...`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("netwarden"));
+        command.args(["lab", "--name", &self.name]).args(args);
+        command
+    }
+
     /// `netwarden lab --name NAME ARGS...`.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(binary("netwarden"))
-            .args(["lab", "--name", &self.name])
-            .args(args)
-            .output()
-            .expect("netwarden runs")
+        self.command(args).output().expect("netwarden runs")
     }
 
     /// Like [`run`](Self::run), failing the test unless the command succeeds; its stdout.

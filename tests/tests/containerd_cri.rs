@@ -518,6 +518,18 @@ fn containerd_runs_a_pod_sandbox_whose_networks_and_policy_netwarden_makes() {
         "the relabelled peer is admitted"
     );
     phases.done("MultiNetworkPolicy enforced on the sandbox's net1");
+    let endpoints_during: HashSet<_> = lab
+        .pins()
+        .attached_endpoints()
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(
+        endpoints_during.is_superset(&endpoints_before)
+            && endpoints_during.len() > endpoints_before.len(),
+        "the sandbox's net1 is pinned while it runs: before {endpoints_before:?}, \
+         during {endpoints_during:?}"
+    );
 
     let id = sandbox.id.clone();
     sandbox

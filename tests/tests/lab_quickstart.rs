@@ -2,11 +2,16 @@
 //! macvlan NAD over `eth0`, pods with ports), and its truth tables are what the scenario
 //! says: a pod reaches another on a network they share exactly when the other serves the
 //! probed port (no policy is enforced yet). Pods come and go with `lab apply`/`lab delete`,
-//! `lab exec` runs in a pod, and `lab down` leaves nothing of the lab behind.
+//! `lab exec` runs in a pod, `lab probe`'s table and `lab status` say what the lab is, and
+//! `lab down` leaves nothing of the lab behind, also after `lab up` was killed half-way.
 //!
 //! The expectations are computed from the example's manifests, so scenarios with
 //! policies can add "and no policy denies it" to [`expected`].
-use std::path::Path;
+use std::{
+    path::Path,
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use netwarden_agent::lab::{
     spec::{self, ContainerPort, Manifest, PodName, Protocol},
@@ -117,6 +122,32 @@ fn leftovers(name: &str) -> Vec<String> {
     found
 }
 
+/// `lab probe`'s table (title; header `from` and the destinations; a row per source with
+/// `.` or `X` per destination, nothing on the diagonal) read back into a [`Table`].
+fn parsed_table(text: &str) -> Table {
+    let mut lines = text.lines().skip(1).filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().expect("a header").split_whitespace().collect();
+    assert_eq!(header.first(), Some(&"from"), "{text}");
+    let names = &header[1..];
+    lines
+        .map(|line| {
+            let mut cells = line.split_whitespace();
+            let from = cells.next().expect("a source").to_owned();
+            let others = names.iter().filter(|to| **to != from);
+            let cells: Vec<&str> = cells.collect();
+            assert_eq!(cells.len(), names.len() - 1, "row {from}: {line}");
+            let row = others
+                .zip(cells)
+                .map(|(to, cell)| {
+                    assert!(cell == "." || cell == "X", "row {from}: {line}");
+                    (to.to_string(), cell == ".")
+                })
+                .collect();
+            (from, row)
+        })
+        .collect()
+}
+
 #[test]
 fn quickstart_tables_pods_coming_and_going_exec_and_a_clean_down() {
     let dir = example("quickstart");
@@ -137,6 +168,49 @@ fn quickstart_tables_pods_coming_and_going_exec_and_a_clean_down() {
             lab.probe(network, port),
             expected(&manifests, network, port),
             "{network:?} {port:?}"
+        );
+    }
+
+    // The table form of a probe says what the JSON says.
+    let table = lab.ok(&["probe", "--network", NET1, "--port", "80"]);
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|title| title.contains(NET1)),
+        "{table}"
+    );
+    assert_eq!(
+        parsed_table(&table),
+        lab.probe(Some(NET1), tcp(80)),
+        "{table}"
+    );
+
+    // status: every node's agent runs, every pod is on its node with its addresses.
+    let status = lab.ok(&["status"]);
+    let state = lab.state();
+    for node in &state.nodes {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("node {} ", node.name)))
+            .unwrap_or_else(|| panic!("no line for node {}: {status}", node.name));
+        assert!(line.contains(": agent pid "), "{line}");
+    }
+    for manifest in manifests.iter().filter(|m| m.key.kind == "Pod") {
+        let pod = spec::pod_spec(manifest).expect("valid pod").pod;
+        let record = state.pod(&pod).expect("the pod is in the lab's state");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("pod {pod} on {}: ", record.node)))
+            .unwrap_or_else(|| panic!("no line for pod {pod}: {status}"));
+        assert!(
+            line.contains("eth0 ") && line.contains(" 10.244."),
+            "{line}"
+        );
+        assert_eq!(
+            line.contains(&format!("net1 {NET1} 192.168.1.")),
+            attaches(manifest, NET1),
+            "{line}"
         );
     }
 
@@ -232,4 +306,67 @@ fn namespace_isolation_refuses_another_namespaces_nad_as_the_seed_shows() {
         1,
         "only lo in the refused pod: {links}"
     );
+}
+
+/// `lab down` after `lab up` died (SIGKILL) half-way: once its agents run and the first
+/// pod's namespace exists, and once the first pod server is up (which it may not have
+/// recorded yet). Nothing of the lab is left either way.
+#[test]
+fn lab_down_after_a_killed_lab_up_leaves_nothing() {
+    let dir = example("quickstart");
+    for kill_point in [KillPoint::FirstPodNamespace, KillPoint::FirstServerReady] {
+        let lab = Lab::named();
+        let mut up = lab
+            .command(&["up", dir.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("lab up starts");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !kill_point.reached(&lab.name) {
+            assert!(
+                up.try_wait().expect("lab up waits").is_none(),
+                "lab up ended before {kill_point:?}"
+            );
+            assert!(Instant::now() < deadline, "{kill_point:?} not reached");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        up.kill().expect("SIGKILL to lab up");
+        up.wait().expect("lab up reaped");
+        assert!(
+            !leftovers(&lab.name).is_empty(),
+            "{kill_point:?}: the killed lab is visible to leftovers()"
+        );
+        lab.ok(&["down"]);
+        assert_eq!(leftovers(&lab.name), Vec::<String>::new(), "{kill_point:?}");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    FirstPodNamespace,
+    FirstServerReady,
+}
+
+impl KillPoint {
+    fn reached(self, lab: &str) -> bool {
+        let (dir, prefix, suffix) = match self {
+            Self::FirstPodNamespace => {
+                ("/run/netns".to_owned(), format!("nwlab-{lab}-default-"), "")
+            }
+            Self::FirstServerReady => (
+                format!("/run/netwarden-lab/{lab}/pods"),
+                String::new(),
+                ".ready",
+            ),
+        };
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                name.starts_with(&prefix) && name.ends_with(suffix)
+            })
+    }
 }

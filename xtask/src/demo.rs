@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::run;
 
@@ -69,12 +69,23 @@ fn steps(root: &Path, netwarden: &Path) -> Result<()> {
         let probed = lab(netwarden, root, &probe);
         thread::sleep(Duration::from_secs(1));
         let _ = flows.kill();
-        let events = flows.wait_with_output()?.stdout;
-        println!("verdict events on node-1 (netwarden flows):");
-        for line in String::from_utf8_lossy(&events).lines().take(3) {
+        probed?;
+        let events = String::from_utf8_lossy(&flows.wait_with_output()?.stdout).into_owned();
+        let denials: Vec<&str> = events.lines().filter(|l| l.contains(" DENY ")).collect();
+        if denials.is_empty() {
+            bail!(
+                "no deny event reached `netwarden flows` on node-1 while the policy denied \
+                 probes to its pods; its agent's log is under /run/netwarden-lab/{LAB}/"
+            );
+        }
+        println!(
+            "deny events on node-1 (netwarden flows), the first of {}:",
+            denials.len()
+        );
+        for line in denials.iter().take(3) {
             println!("  {line}");
         }
-        probed
+        Ok(())
     })?;
     run::phase("explain samplepod -> web-2", || {
         run::status(&mut in_node(

@@ -258,6 +258,8 @@ pub fn down(lab: &LabState) -> Result<(), LabError> {
         if let Some(agent) = &node.agent {
             process::stop(agent);
         }
+        // An agent a crashed `lab up` started but never recorded.
+        process::stop_all_in(&node.netns);
         if let Err(e) = fabric::delete_netns(&node.netns) {
             problems.push(e.to_string());
         }

@@ -99,6 +99,8 @@ pub fn detach(lab: &LabState, pod: &PodRecord) -> Result<(), PodError> {
     } else {
         Ok(())
     };
+    // What a crashed `lab up` started but never recorded (a server) goes too.
+    process::stop_all_in(&pod.netns);
     fabric::delete_netns(&pod.netns).map_err(|source| PodError::Netns {
         pod: pod.pod.clone(),
         source,

@@ -3,7 +3,7 @@
 //! the command line the lab started.
 use std::{
     fs::File,
-    os::unix::process::CommandExt,
+    os::unix::{fs::MetadataExt, process::CommandExt},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -83,7 +83,50 @@ pub fn stop(record: &ProcessRecord) {
     }
 }
 
+/// Stops every process inside network namespace `netns` (`/run/netns/NAME`): those a
+/// crashed `lab up` started but never recorded. Only the lab's own namespaces are
+/// passed here, so nothing else is touched.
+pub fn stop_all_in(netns: &str) {
+    let Ok(target) = std::fs::metadata(Path::new("/run/netns").join(netns)) else {
+        return;
+    };
+    let inside = || -> Vec<libc::pid_t> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<libc::pid_t>().ok())
+            .filter(|&pid| pid != std::process::id() as libc::pid_t)
+            .filter(|pid| {
+                std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|ns| (ns.dev(), ns.ino()) == (target.dev(), target.ino()))
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    // SIGTERM for 2 s, then SIGKILL; past 4 s, what is left is stuck in the kernel.
+    while started.elapsed() < Duration::from_secs(4) {
+        let pids = inside();
+        if pids.is_empty() {
+            return;
+        }
+        let signal = if started.elapsed() > Duration::from_secs(2) {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        };
+        for pid in pids {
+            kill(pid, signal);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn signal(record: &ProcessRecord, signal: libc::c_int) {
+    kill(record.pid as libc::pid_t, signal);
+}
+
+fn kill(pid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    unsafe { libc::kill(record.pid as libc::pid_t, signal) };
+    unsafe { libc::kill(pid, signal) };
 }
