@@ -234,7 +234,7 @@ fn stage_meaning(stage: &str) -> &'static str {
         "pod" => "waiting for the pod in the cluster state",
         "plan" => "reading the cluster network config, resolving the pod's networks",
         "guard" => {
-            "closing the new interfaces to inbound traffic before the delegates, opening them once enforced (`nft`, twice)"
+            "closing the new interfaces to inbound traffic before the delegates, opening them once enforced (an nf_tables transaction each)"
         }
         "delegates" => {
             "the delegates (fork and exec of each plugin), the cache writes, the hop to a blocking thread"

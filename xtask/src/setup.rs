@@ -25,7 +25,12 @@ const PACKAGES: &[&str] = &[
     "runc",
     "busybox-static",
     "protobuf-compiler",
-    // `nft`: the agent keeps a sandbox's new interfaces closed while its ADD runs.
+    // The agent keeps a sandbox's new interfaces closed while its ADD runs with an
+    // nf_tables table it writes through libnftnl and libmnl (built against their headers,
+    // found by pkg-config); the tests read that table back with `nft`.
+    "libnftnl-dev",
+    "libmnl-dev",
+    "pkg-config",
     "nftables",
 ];
 /// Validates the manifests in deploy/ against the Kubernetes schemas, offline.

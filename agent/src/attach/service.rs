@@ -420,7 +420,8 @@ impl<S: ClusterSource + Send + Sync + 'static> AttachService<S> {
 }
 
 /// Opens a guard on a failed ADD: whatever is left of the sandbox is rolled back anyway.
-/// Lets traffic in on the guarded interfaces, off the async threads (it runs `nft`).
+/// Lets traffic in on the guarded interfaces, off the async threads (it enters the
+/// sandbox's namespace on a thread of its own).
 async fn open_now(guard: Option<InboundGuard>) -> Result<(), AttachError> {
     let Some(guard) = guard else {
         return Ok(());

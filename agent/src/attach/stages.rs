@@ -17,7 +17,7 @@ pub enum Stage {
     /// Reading the cluster network's config and resolving the pod's networks.
     Plan,
     /// Closing the new interfaces to inbound traffic before the delegates run, opening
-    /// them once they are enforced on (one `nft` run each).
+    /// them once they are enforced on (one nf_tables transaction each).
     Guard,
     /// The delegates' executions, the cache writes, the default-route request; with the
     /// wait for a `maxConcurrent` slot and the hop to a blocking thread.
