@@ -115,6 +115,52 @@ fn a_delegate_failing_midway_leaves_no_interface_and_no_address() {
     assert_eq!(lab.cni("DEL", &pod), (0, Value::Null));
 }
 
+/// A delegate that reports success and an interface it never made (`nw-ghost`, a script in
+/// a plugin directory of this test's own): eth0 and its address are real, net1 cannot be
+/// enforced on, so the ADD fails naming it and is rolled back whole.
+#[test]
+fn an_interface_that_cannot_be_enforced_on_fails_the_add_and_rolls_it_back() {
+    let mut lab = Lab::new("att-unenf");
+    let plugins = tempfile::tempdir().expect("temp dir");
+    let ghost = plugins.path().join("nw-ghost");
+    std::fs::write(
+        &ghost,
+        "#!/bin/sh\ncat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] || exit 0\n\
+         printf '{\"cniVersion\":\"1.0.0\",\"interfaces\":[{\"name\":\"%s\",\"sandbox\":\"%s\"}],\
+         \"ips\":[{\"address\":\"192.0.2.9/24\",\"interface\":0}]}' \"$CNI_IFNAME\" \"$CNI_NETNS\"\n",
+    )
+    .expect("plugin written");
+    std::fs::set_permissions(&ghost, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("plugin executable");
+    lab.add_nad(
+        "default",
+        "ghost-conf",
+        &json!({"cniVersion": "1.0.0", "name": "ghost", "type": "nw-ghost"}),
+    );
+    let dir = plugins.path().to_owned();
+    lab.reconfigure(|config| config["binDirs"] = json!([dir, PLUGINS]));
+    let pod = lab.pod("default", "ghost-conf");
+    let (code, error) = lab.cni("ADD", &pod);
+    assert_ne!(code, 0, "{error}");
+    let msg = error["msg"].as_str().expect("CNI error msg");
+    assert!(
+        msg.contains(&format!("default/{}", pod.name))
+            && msg.contains("enforcing policy on the new interfaces")
+            && msg.contains("no interface net1")
+            && msg.contains("every network was deleted again"),
+        "{msg}"
+    );
+    assert!(pod.interfaces().is_empty(), "{:?}", pod.interfaces());
+    assert!(lab.allocations().is_empty(), "{:?}", lab.allocations());
+    assert!(!cached(&lab, &pod), "the sandbox's cache record is gone");
+    assert_eq!(
+        lab.pins().attached_endpoints().unwrap(),
+        Vec::new(),
+        "nothing stays attached"
+    );
+    assert_eq!(lab.cni("DEL", &pod), (0, Value::Null));
+}
+
 #[test]
 fn del_with_the_agent_stopped_is_done_by_the_binary_from_the_cache() {
     let mut lab = Lab::new("att-down");
