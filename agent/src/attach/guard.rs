@@ -134,6 +134,7 @@ fn commit(netns: &Path, batch: Batch) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::topology::NetNamespace;
 
     #[test]
     fn nothing_to_close_runs_nothing() {
@@ -142,54 +143,22 @@ mod tests {
         assert!(guard.is_none());
     }
 
-    /// A namespace of this test's own, deleted on drop.
-    struct Scratch(String);
-
-    impl Scratch {
-        fn new() -> Self {
-            let name = format!("nw-guard-{}", std::process::id());
-            let added = std::process::Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .expect("ip runs");
-            assert!(added.success(), "ip netns add {name} (run as root)");
-            Self(name)
-        }
-
-        fn path(&self) -> PathBuf {
-            Path::new("/run/netns").join(&self.0)
-        }
-
-        fn nft_list(&self) -> String {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &self.0, "nft", "list", "ruleset"])
-                .output()
-                .expect("nft runs");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "delete", &self.0])
-                .status();
-        }
+    /// `nft list ruleset` inside `netns`.
+    fn nft_list(netns: &NetNamespace) -> String {
+        let out = netns
+            .exec(&["nft", "list", "ruleset"])
+            .expect("nft lists the ruleset");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     #[test]
     fn close_writes_the_table_nft_would_and_open_removes_it() {
-        let netns = Scratch::new();
+        let netns = NetNamespace::create("guard").expect("a namespace (run as root)");
         let interfaces = ["net1".parse().unwrap(), "net2".parse().unwrap()];
         let guard = InboundGuard::close(&netns.path(), &interfaces)
             .unwrap()
             .expect("a guard");
-        let ruleset = netns.nft_list();
+        let ruleset = nft_list(&netns);
         let ruleset: Vec<&str> = ruleset.lines().map(str::trim).collect();
         assert_eq!(
             ruleset,
@@ -208,13 +177,13 @@ mod tests {
         let again = InboundGuard::close(&netns.path(), &interfaces[..1])
             .unwrap()
             .expect("a guard");
-        assert_eq!(netns.nft_list().matches("iifname \"net1\" drop").count(), 2);
+        assert_eq!(nft_list(&netns).matches("iifname \"net1\" drop").count(), 2);
         again.open().unwrap();
-        assert_eq!(netns.nft_list().trim(), "");
+        assert_eq!(nft_list(&netns).trim(), "");
         // The kernel's refusal is an error naming the sandbox and the table.
         let error = guard.open().unwrap_err().to_string();
         assert!(
-            error.contains("nf_tables") && error.contains(&netns.0) && error.contains(TABLE),
+            error.contains("nf_tables") && error.contains(netns.name()) && error.contains(TABLE),
             "{error}"
         );
     }
