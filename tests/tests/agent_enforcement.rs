@@ -7,6 +7,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
     process::{Child, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -17,7 +18,8 @@ use std::{
 };
 
 use aya::programs::{SchedClassifier, TcAttachType};
-use netwarden_agent::netns;
+use netwarden_agent::{lab::topology::NetNamespace, netns};
+use netwarden_cni::status::NETWORK_STATUS_ANNOTATION;
 use netwarden_tests::node::{Lab, Pod};
 use serde_json::{json, Value};
 
@@ -45,7 +47,12 @@ fn net1(pod: &Pod) -> Ipv4Addr {
 /// Whether `from` completes a TCP exchange with `to`:PORT (connect, then read the
 /// server's greeting) within 300 ms.
 fn connects(from: &Pod, to: Ipv4Addr) -> bool {
-    netns::run_in(&from.netns.path(), move || {
+    connects_from(&from.netns.path(), to)
+}
+
+/// [`connects`] from the network namespace at `netns`.
+fn connects_from(netns: &Path, to: Ipv4Addr) -> bool {
+    netns::run_in(netns, move || {
         let address = SocketAddr::from((to, PORT));
         let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(300))
         else {
@@ -425,4 +432,86 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
         "deleting the policy did not open the interface"
     );
     assert_eq!(tcx_programs(&server), (1, 1));
+}
+
+/// A peer on another node is known only by the network-status its own agent writes: until
+/// its pod carries one, its address matches no rule and an isolated pod denies it; once
+/// the status appears it is admitted, and when the pod goes it is denied again. The peer
+/// is a namespace of this test's on net1's segment (macvlan over the node's eth0) at an
+/// address outside the NAD's range, and its pod is scheduled on `node-b`.
+#[test]
+fn a_peer_on_another_node_is_denied_until_its_network_status_names_it() {
+    let mut lab = Lab::new("ag-remote");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let friend = add_pod(&mut lab, json!({"app": "client"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+
+    let remote = NetNamespace::create("ag-remote-peer").expect("peer namespace");
+    for argv in [
+        &[
+            "ip", "link", "add", "link", "eth0", "name", "nwpeer0", "type", "macvlan", "mode",
+            "bridge",
+        ][..],
+        &["ip", "link", "set", "nwpeer0", "netns", remote.name()],
+    ] {
+        lab.node.exec(argv).expect("peer link");
+    }
+    for argv in [
+        &["ip", "addr", "add", "192.168.1.250/24", "dev", "nwpeer0"][..],
+        &["ip", "link", "set", "nwpeer0", "up"],
+    ] {
+        remote.exec(argv).expect("peer address");
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || connects_from(&remote.path(), to)),
+        "no policy, yet the peer does not connect"
+    );
+
+    let pod = |status: Option<Value>| {
+        let mut annotations = json!({"k8s.v1.cni.cncf.io/networks": "macvlan-conf"});
+        if let Some(status) = status {
+            annotations[NETWORK_STATUS_ANNOTATION] = status.to_string().into();
+        }
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "remote", "namespace": "default", "uid": "uid-remote",
+                            "labels": {"app": "client"}, "annotations": annotations},
+               "spec": {"nodeName": "node-b", "containers": [{"name": "c", "image": "pause"}]}})
+    };
+    lab.write_manifest("pod-default-remote", &pod(None));
+    lab.multi_network_policy(
+        "default",
+        "servers",
+        NAD,
+        &allow_ingress_from(json!({"app": "client"})),
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || !connects_from(
+            &remote.path(),
+            to
+        )),
+        "a peer whose addresses are unknown was admitted"
+    );
+    assert!(connects(&friend, to), "the local client is admitted");
+    assert!(!connects_from(&remote.path(), to), "denied only once");
+
+    let status = json!([
+        {"name": "cluster-net", "interface": "eth0", "ips": ["10.244.2.9"], "default": true},
+        {"name": NAD, "interface": "net1", "ips": ["192.168.1.250"]}
+    ]);
+    lab.write_manifest("pod-default-remote", &pod(Some(status)));
+    assert!(
+        eventually(Duration::from_secs(3), || connects_from(&remote.path(), to)),
+        "the peer was not admitted once its network-status named its address"
+    );
+
+    lab.remove_manifest("pod-default-remote");
+    assert!(
+        eventually(Duration::from_secs(3), || !connects_from(
+            &remote.path(),
+            to
+        )),
+        "the peer stayed admitted after its pod was deleted"
+    );
+    assert!(connects(&friend, to), "the local client is still admitted");
 }
