@@ -5,6 +5,7 @@
 //! The node is [`netwarden_tests::node`]'s (see there for the binaries these tests need).
 
 use std::{
+    collections::BTreeSet,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::Path,
@@ -17,10 +18,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::links::{FdLink, PinnedLink};
 use netwarden_agent::{lab::topology::NetNamespace, netns};
 use netwarden_cni::status::NETWORK_STATUS_ANNOTATION;
-use netwarden_tests::node::{Lab, Pod};
+use netwarden_tests::{
+    hooks::{hooked, Hooked},
+    node::{Lab, Pod},
+};
 use serde_json::{json, Value};
 
 const PORT: u16 = 8080;
@@ -187,20 +191,13 @@ fn allow_ingress_from(labels: Value) -> Value {
            "ingress": [{"from": [{"podSelector": {"matchLabels": labels}}]}]})
 }
 
-/// TCX programs on the pod's net1, per hook.
-fn tcx_programs(pod: &Pod) -> (usize, usize) {
-    netns::run_in(&pod.netns.path(), || {
-        let ingress = SchedClassifier::query_tcx("net1", TcAttachType::Ingress)
-            .expect("query ingress")
-            .1
-            .len();
-        let egress = SchedClassifier::query_tcx("net1", TcAttachType::Egress)
-            .expect("query egress")
-            .1
-            .len();
-        (ingress, egress)
-    })
-    .expect("pod namespace")
+/// The kernel ids of the links pinned in `dir`.
+fn pinned_link_ids(dir: &Path) -> BTreeSet<u32> {
+    std::fs::read_dir(dir)
+        .expect("links dir")
+        .filter_map(|entry| PinnedLink::from_pin(entry.expect("entry").path()).ok())
+        .map(|link| FdLink::from(link).info().expect("link info").id())
+        .collect()
 }
 
 /// Creates a pod through CNI ADD; asserts it succeeded.
@@ -312,14 +309,18 @@ fn enforcement_holds_while_the_agent_is_down_and_a_restarted_agent_adopts() {
     assert!(eventually(Duration::from_secs(2), || !connects(
         &client, to
     )));
-    assert_eq!(tcx_programs(&server), (1, 1));
+    assert_eq!(hooked(&server.netns, "net1"), Hooked::tcx());
 
     lab.stop_agent();
     for _ in 0..3 {
         assert!(!connects(&client, to), "enforcement stopped with the agent");
     }
     lab.start_agent();
-    assert_eq!(tcx_programs(&server), (1, 1), "attached twice");
+    assert_eq!(
+        hooked(&server.netns, "net1"),
+        Hooked::tcx(),
+        "attached twice"
+    );
     assert!(!connects(&client, to), "the restart opened a window");
 
     lab.multi_network_policy(
@@ -332,7 +333,7 @@ fn enforcement_holds_while_the_agent_is_down_and_a_restarted_agent_adopts() {
         eventually(Duration::from_secs(2), || connects(&client, to)),
         "the restarted agent did not apply the change"
     );
-    assert_eq!(tcx_programs(&server), (1, 1));
+    assert_eq!(hooked(&server.netns, "net1"), Hooked::tcx());
     assert_eq!(lab.cni("DEL", &server).0, 0);
     assert_eq!(lab.cni("DEL", &client).0, 0);
     let (_, metrics) = lab.http_get("/metrics");
@@ -413,15 +414,29 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
         &client, to
     )));
 
-    // Drift: someone removes the pinned links (which detaches the programs).
+    // Drift: someone removes the pinned links (which detaches the programs). The reconcile
+    // may re-attach before a poll could see the hooks empty, so the proof of repair is
+    // new kernel links in place of the removed ones, not a transient state.
     let links = lab.pins().path().join("links");
+    let removed = pinned_link_ids(&links);
+    assert_eq!(
+        removed.len(),
+        4,
+        "not every pod's net1 had its two links pinned"
+    );
     for link in std::fs::read_dir(&links).expect("links dir") {
         std::fs::remove_file(link.expect("entry").path()).expect("link unpinned");
     }
-    assert!(eventually(Duration::from_secs(2), || tcx_programs(&server) == (0, 0)));
     assert!(
-        eventually(Duration::from_secs(4), || tcx_programs(&server) == (1, 1)),
-        "the reconcile did not attach again"
+        eventually(Duration::from_secs(5), || {
+            let now = pinned_link_ids(&links);
+            now.len() == removed.len()
+                && now.is_disjoint(&removed)
+                && hooked(&server.netns, "net1") == Hooked::tcx()
+        }),
+        "the reconcile did not attach again: pinned {:?} (removed {removed:?}), hooks {:?}",
+        pinned_link_ids(&links),
+        hooked(&server.netns, "net1")
     );
     assert!(!connects(&client, to), "re-attached without its tables");
 
@@ -431,7 +446,7 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
         eventually(Duration::from_secs(2), || connects(&client, to)),
         "deleting the policy did not open the interface"
     );
-    assert_eq!(tcx_programs(&server), (1, 1));
+    assert_eq!(hooked(&server.netns, "net1"), Hooked::tcx());
 }
 
 /// A peer on another node is known only by the network-status its own agent writes: until
