@@ -2,4 +2,5 @@
 pub mod hooks;
 pub mod lab;
 pub mod node;
+pub mod tamper;
 pub mod truth;

@@ -21,9 +21,11 @@ use std::{
 use aya::programs::links::{FdLink, PinnedLink};
 use netwarden_agent::{lab::topology::NetNamespace, netns};
 use netwarden_cni::status::NETWORK_STATUS_ANNOTATION;
+use netwarden_common::PeerKey;
 use netwarden_tests::{
     hooks::{hooked, Hooked},
     node::{Lab, Pod},
+    tamper::PinnedTables,
 };
 use serde_json::{json, Value};
 
@@ -447,6 +449,73 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
         "deleting the policy did not open the interface"
     );
     assert_eq!(hooked(&server.netns, "net1"), Hooked::tcx());
+}
+
+/// Another process with access to bpffs changes an isolated pod's tables: it admits a
+/// denied client, then deletes the allowed client's entry. The reconcile finds both and
+/// rewrites the tables from the policy.
+#[test]
+fn the_reconcile_rewrites_tables_changed_behind_its_back() {
+    let mut lab = Lab::new("ag-tamper");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let allowed = add_pod(&mut lab, json!({"role": "client"}));
+    let denied = add_pod(&mut lab, json!({"role": "other"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+    lab.multi_network_policy(
+        "default",
+        "servers",
+        NAD,
+        &allow_ingress_from(json!({"role": "client"})),
+    );
+    // Applied once the other client is refused (the server was open before).
+    assert!(eventually(Duration::from_secs(2), || !connects(
+        &denied, to
+    )));
+    assert!(connects(&allowed, to));
+
+    let tables = PinnedTables::new(lab.pins());
+    let host = |pod: &Pod| net1(pod).to_ipv6_mapped().octets();
+    let entries_for = |pod: &Pod| {
+        tables
+            .peer_host_entries()
+            .into_iter()
+            .filter(|(key, _)| key.addr == host(pod))
+            .collect::<Vec<_>>()
+    };
+    let [(key, value)] = entries_for(&allowed)[..] else {
+        panic!("the allowed client has not exactly one entry");
+    };
+    tables
+        .peer_hosts()
+        .insert(
+            PeerKey {
+                addr: host(&denied),
+                ..key
+            },
+            value,
+            0,
+        )
+        .expect("entry added");
+    assert!(
+        eventually(Duration::from_secs(4), || entries_for(&denied).is_empty()),
+        "the reconcile kept an entry the policy does not give"
+    );
+    assert!(!connects(&denied, to));
+    assert!(connects(&allowed, to));
+
+    let [(key, _)] = entries_for(&allowed)[..] else {
+        panic!("the allowed client has not exactly one entry");
+    };
+    tables.peer_hosts().remove(&key).expect("entry removed");
+    assert!(
+        eventually(Duration::from_secs(4), || entries_for(&allowed).len() == 1),
+        "the reconcile did not restore the allowed client's entry"
+    );
+    assert!(eventually(Duration::from_secs(2), || connects(
+        &allowed, to
+    )));
+    assert!(!connects(&denied, to));
 }
 
 /// A peer on another node is known only by the network-status its own agent writes: until

@@ -17,7 +17,8 @@ use super::endpoints::{Desired, Endpoints};
 use crate::{
     cluster::{objects::PodKey, ClusterEvent, Kind, Object},
     datapath::{
-        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, EndpointKey, EndpointSettings,
+        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, Drift, EndpointKey,
+        EndpointSettings,
     },
     policy::{EndpointChange, EndpointId, Engine, Explanation, Flow},
 };
@@ -34,6 +35,8 @@ pub enum EnforceError {
     Unnamed,
     #[error("forgetting the interfaces of deleted sandboxes: {0}")]
     Stale(Box<DatapathError>),
+    #[error("checking the kernel's tables for drift: {0}")]
+    Audit(Box<DatapathError>),
 }
 
 pub struct Enforcer {
@@ -139,6 +142,22 @@ impl Enforcer {
     /// left to the runtime's DEL.
     pub fn reconcile(&mut self) -> Vec<EnforceError> {
         let mut problems = Vec::new();
+        let snapshot = match self.datapath.snapshot_tables() {
+            Ok(snapshot) => Some(snapshot),
+            Err(source) => {
+                problems.push(EnforceError::Audit(Box::new(source)));
+                None
+            }
+        };
+        if let Some(snapshot) = &snapshot {
+            match self.datapath.remove_orphans(snapshot) {
+                Ok(0) => {}
+                Ok(ids) => tracing::warn!(
+                    "removed the table entries of {ids} endpoint ids no interface holds (written by something other than this agent)"
+                ),
+                Err(source) => problems.push(EnforceError::Audit(Box::new(source))),
+            }
+        }
         // Every interface of a known endpoint, as it is now and as it was attached.
         let mut live: HashSet<EndpointKey> =
             self.endpoints.iter().filter_map(|(_, e)| e.key).collect();
@@ -158,7 +177,28 @@ impl Enforcer {
                     if local
                         .programmed
                         .as_ref()
-                        .is_some_and(|(id, _)| *id == config.id) => {}
+                        .is_some_and(|(id, _)| *id == config.id) =>
+                {
+                    if let (Some(snapshot), Some((_, desired))) = (&snapshot, &local.programmed) {
+                        match self.datapath.drift(
+                            snapshot,
+                            &now,
+                            &desired.policy,
+                            &desired.addresses,
+                            EndpointSettings::default(),
+                        ) {
+                            Ok(drift) if drift.is_empty() => {}
+                            Ok(drift) => {
+                                log_drift(&id, &drift);
+                                local.programmed = None;
+                            }
+                            Err(source) => problems.push(EnforceError::Endpoint {
+                                endpoint: Box::new(id.clone()),
+                                source: Box::new(source),
+                            }),
+                        }
+                    }
+                }
                 Ok(_) => local.programmed = None,
                 Err(source) => {
                     problems.push(EnforceError::Endpoint {
@@ -330,4 +370,15 @@ impl Enforcer {
             .set(self.datapath.events_suppressed()? as i64);
         Ok(())
     }
+}
+
+fn log_drift(id: &EndpointId, drift: &[Drift]) {
+    let what: Vec<String> = drift.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        "pod {} interface {} on {}: {} differed from its policy in the kernel (changed by something other than this agent); rewriting them",
+        id.pod,
+        id.interface,
+        id.network,
+        what.join(", ")
+    );
 }

@@ -6,6 +6,7 @@
 //! enforcement never stops while it is down and nothing is attached twice. Table layouts and the per-packet algorithm are documented
 //! in `netwarden-common` and `ebpf/programs/src/main.rs`.
 mod attach;
+mod audit;
 pub mod bench;
 mod clsact;
 pub mod compile;
@@ -28,6 +29,7 @@ use aya::Ebpf;
 use netwarden_cni::InterfaceName;
 
 pub use attach::{endpoint_key, AttachMode};
+pub use audit::{Drift, TableSnapshot};
 pub use counters::{DirectionCounters, EndpointCounters};
 pub use events::{DatapathEvent, Reason, Verdict, VerdictEvents};
 pub use loader::DatapathOptions;

@@ -29,7 +29,7 @@ pub struct EndpointSettings {
 }
 
 impl EndpointSettings {
-    fn flags(self) -> u32 {
+    pub(super) fn flags(self) -> u32 {
         let mut flags = 0;
         if self.anti_spoof {
             flags |= endpoint_flags::ANTI_SPOOF;
@@ -71,6 +71,11 @@ impl WrittenIndex {
     /// them are deleted).
     pub(super) fn fresh(&mut self, id: u32) {
         self.0.insert(id, Written::default());
+    }
+
+    /// What was written for `id` is no longer to be trusted (the maps changed under it).
+    pub(super) fn forget(&mut self, id: u32) {
+        self.0.remove(&id);
     }
 }
 
@@ -178,13 +183,7 @@ impl Datapath {
         };
         // First the config: from here on packets are dropped as not programmed.
         self.slots.unprogram(id);
-        self.written.0.remove(&id);
-        self.remove_generation(id, None)?;
-        remove_matching(
-            self.addresses_map()?,
-            names::MAP_ADDRESSES,
-            |k: &AddressKey| k.endpoint == id,
-        )?;
+        self.remove_all_of(id)?;
         // aya reads an LRU hash through the plain HashMap type.
         let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
         remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
@@ -193,6 +192,17 @@ impl Datapath {
         self.reset_counters(id)?;
         self.slots.release(endpoint);
         Ok(())
+    }
+
+    /// Removes every table entry and address of `id` (by scanning the maps).
+    pub(super) fn remove_all_of(&mut self, id: u32) -> Result<(), DatapathError> {
+        self.written.forget(id);
+        self.remove_generation(id, None)?;
+        remove_matching(
+            self.addresses_map()?,
+            names::MAP_ADDRESSES,
+            |k: &AddressKey| k.endpoint == id,
+        )
     }
 
     /// Removes `id`'s table entries of `generation` (of both when `None`) by scanning the
@@ -231,27 +241,33 @@ impl Datapath {
         })
     }
 
-    fn peer_hosts_map(
+    pub(super) fn peer_hosts_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, PeerKey, PeerValue>, DatapathError> {
         self.typed_map(names::MAP_PEER_HOSTS)
     }
 
-    fn port_exact_map(
+    pub(super) fn port_exact_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, PortKey, PortValue>, DatapathError> {
         self.typed_map(names::MAP_PORT_EXACT)
     }
 
-    fn peers_map(&mut self) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
+    pub(super) fn peers_map(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
         self.typed_map(names::MAP_PEERS)
     }
 
-    fn ports_map(&mut self) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
+    pub(super) fn ports_map(
+        &mut self,
+    ) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
         self.typed_map(names::MAP_PORTS)
     }
 
-    fn addresses_map(&mut self) -> Result<HashMap<&mut MapData, AddressKey, u8>, DatapathError> {
+    pub(super) fn addresses_map(
+        &mut self,
+    ) -> Result<HashMap<&mut MapData, AddressKey, u8>, DatapathError> {
         self.typed_map(names::MAP_ADDRESSES)
     }
 
@@ -289,6 +305,12 @@ fn remove_ignoring_missing(
 ) -> Result<(), DatapathError> {
     match result {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        // aya reports a delete of a missing key as the syscall's ENOENT.
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(map_error(map)(e)),
     }
 }
