@@ -108,6 +108,8 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     agent: Option<Child>,
     next_pod: u32,
+    /// `KUBECONFIG` for the agent, when it reads a Kubernetes API ([`Lab::use_kube`]).
+    kubeconfig: Option<PathBuf>,
     /// Dropped after the agent is stopped: removing it detaches every link it pinned.
     pins: ScratchPinRoot,
 }
@@ -118,6 +120,8 @@ pub struct Pod {
     pub namespace: String,
     pub name: String,
     pub container_id: String,
+    /// What the runtime passes as `K8S_POD_UID`: the pod object's uid.
+    pub uid: String,
 }
 
 impl Lab {
@@ -125,6 +129,13 @@ impl Lab {
     /// in `default` and `privileged`, `wide-conf` and `broken-conf` in `default`; the
     /// cluster network [`Lab::cluster_network`]) with the agent running.
     pub fn new(prefix: &str) -> Self {
+        let mut lab = Self::prepare(prefix);
+        lab.start_agent();
+        lab
+    }
+
+    /// [`Lab::new`] without starting the agent.
+    pub fn prepare(prefix: &str) -> Self {
         let node = NetNamespace::create(&format!("{prefix}-n")).expect("node netns");
         for argv in [
             &[
@@ -136,11 +147,12 @@ impl Lab {
             node.exec(argv).expect("node uplink");
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut lab = Self {
+        let lab = Self {
             node,
             dir,
             agent: None,
             next_pod: 0,
+            kubeconfig: None,
             pins: ScratchPinRoot::create(prefix),
         };
         std::fs::create_dir_all(lab.manifests()).expect("manifest dir");
@@ -192,8 +204,15 @@ impl Lab {
             "logFormat": "json",
         });
         std::fs::write(lab.path("agent.json"), config.to_string()).expect("agent config");
-        lab.start_agent();
         lab
+    }
+
+    /// Points the (not yet started) agent at a Kubernetes API instead of the manifest
+    /// directory: `cluster: kube`, found through `kubeconfig`. The manifests are still
+    /// written; the test publishes them to its API server.
+    pub fn use_kube(&mut self, kubeconfig: &Path) {
+        self.kubeconfig = Some(kubeconfig.to_owned());
+        self.edit_config(|config| config["cluster"] = "kube".into());
     }
 
     /// The config of the seed NAD `macvlan-conf` (range .200-.216 of 192.168.1.0/24).
@@ -261,15 +280,18 @@ impl Lab {
             .append(true)
             .open(self.agent_log())
             .expect("agent log file");
-        let child = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .arg(format!("--net={}", self.node.path().display()))
             .arg(binary("netwarden"))
             .arg("agent")
             .arg("--config")
             .arg(self.path("agent.json"))
-            .stdout(log)
-            .spawn()
-            .expect("agent starts");
+            .stdout(log);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command.spawn().expect("agent starts");
         self.agent = Some(child);
         let client = netwarden_cni::agent_link::AgentClient::new(self.socket());
         client
@@ -326,13 +348,18 @@ impl Lab {
 
     /// Changes the agent's configuration file and restarts the agent on it.
     pub fn reconfigure(&mut self, change: impl FnOnce(&mut Value)) {
+        self.edit_config(change);
+        self.stop_agent();
+        self.start_agent();
+    }
+
+    /// Changes the agent's configuration file (read when the agent starts).
+    fn edit_config(&self, change: impl FnOnce(&mut Value)) {
         let file = self.path("agent.json");
         let mut config: Value =
             serde_json::from_slice(&std::fs::read(&file).expect("agent config")).expect("JSON");
         change(&mut config);
         std::fs::write(&file, config.to_string()).expect("agent config written");
-        self.stop_agent();
-        self.start_agent();
     }
 
     /// A pod manifest in `namespace` asking for `networks` (none when empty), and its
@@ -373,6 +400,7 @@ impl Lab {
         Pod {
             netns,
             namespace: namespace.into(),
+            uid: format!("uid-{name}"),
             name,
             container_id,
         }
@@ -420,8 +448,8 @@ impl Lab {
         stdin: &[u8],
     ) -> (i32, Vec<u8>) {
         let args = format!(
-            "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID=uid-{}",
-            pod.namespace, pod.name, pod.container_id, pod.name
+            "IgnoreUnknown=true;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+            pod.namespace, pod.name, pod.container_id, pod.uid
         );
         let mut vars: Vec<(&str, OsString)> = vec![
             ("CNI_COMMAND", command.into()),

@@ -6,15 +6,14 @@
 
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
     path::Path,
     process::{Child, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc,
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -23,94 +22,18 @@ use netwarden_agent::{lab::topology::NetNamespace, netns};
 use netwarden_cni::status::NETWORK_STATUS_ANNOTATION;
 use netwarden_common::PeerKey;
 use netwarden_tests::{
+    greeting::{connects, connects_from, Server, PORT},
     hooks::{hooked, Hooked},
     node::{Lab, Pod},
     tamper::PinnedTables,
+    wait::eventually,
 };
 use serde_json::{json, Value};
 
-const PORT: u16 = 8080;
 const NAD: &str = "default/macvlan-conf";
-
-/// Polls `condition` every 50 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn net1(pod: &Pod) -> Ipv4Addr {
     pod.ipv4("net1").expect("net1 exists")[0]
-}
-
-/// Whether `from` completes a TCP exchange with `to`:PORT (connect, then read the
-/// server's greeting) within 300 ms.
-fn connects(from: &Pod, to: Ipv4Addr) -> bool {
-    connects_from(&from.netns.path(), to)
-}
-
-/// [`connects`] from the network namespace at `netns`.
-fn connects_from(netns: &Path, to: Ipv4Addr) -> bool {
-    netns::run_in(netns, move || {
-        let address = SocketAddr::from((to, PORT));
-        let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(300))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
-        let mut greeting = [0; 2];
-        stream.read_exact(&mut greeting).is_ok() && &greeting == b"hi"
-    })
-    .expect("client namespace")
-}
-
-/// A TCP server on PORT in a pod that greets every connection; stopped on drop.
-struct Server {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(pod: &Pod) -> Self {
-        let listener = netns::run_in(&pod.netns.path(), || {
-            TcpListener::bind((Ipv4Addr::UNSPECIFIED, PORT))
-        })
-        .expect("pod namespace")
-        .expect("listening");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut stream, _)) => {
-                        let _ = stream.write_all(b"hi");
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// `netwarden flows` against the agent, its lines delivered as they come; killed on drop.

@@ -1,7 +1,5 @@
 //! The Kubernetes API cluster source against a test API server that speaks the real
 //! list/watch/patch protocol over HTTP: kube-rs's own client, watcher and backoff run.
-mod support;
-
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::http::Method;
@@ -14,11 +12,11 @@ use netwarden_agent::cluster::{
     ClusterEvent, Kind, Object, ObjectKey,
 };
 use netwarden_cni::status::{parse_network_status, NetworkStatus, NETWORK_STATUS_ANNOTATION};
-use serde_json::{json, Value};
-use support::apiserver::{
+use netwarden_tests::apiserver::{
     ApiServer, Resource, EVENTS, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
     NETWORK_ATTACHMENT_DEFINITIONS, NETWORK_POLICIES, PODS,
 };
+use serde_json::{json, Value};
 
 const NODE: &str = "node-a";
 

@@ -25,7 +25,10 @@ use k8s_cri::v1::{
     PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
 };
 use netwarden_agent::{install::conflist, lab::topology::NetNamespace};
-use netwarden_tests::node::{binary, interfaces_in, ipv4_in, Lab, PLUGINS};
+use netwarden_tests::{
+    node::{binary, interfaces_in, ipv4_in, Lab, PLUGINS},
+    wait::eventually,
+};
 use serde_json::{json, Value};
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -39,18 +42,6 @@ impl Phases {
         println!("phase {phase}: {:.2?}", self.0.elapsed());
         self.0 = Instant::now();
     }
-}
-
-/// Polls `condition` every 100 ms, for at most `limit`.
-fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    true
 }
 
 /// Runs a command to success; its output.

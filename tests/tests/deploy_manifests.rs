@@ -5,8 +5,6 @@
 //! to both. (`cargo xtask test` also validates every manifest against the Kubernetes
 //! schemas.)
 #[allow(dead_code)] // shared by several test binaries; this one uses part of it
-mod support;
-
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
@@ -29,11 +27,11 @@ use netwarden_agent::{
     },
 };
 use netwarden_cni::status::NetworkStatus;
-use serde_json::{json, Value};
-use support::apiserver::{
+use netwarden_tests::apiserver::{
     ApiServer, EVENTS, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
     NETWORK_ATTACHMENT_DEFINITIONS, NETWORK_POLICIES, PODS,
 };
+use serde_json::{json, Value};
 
 fn deploy() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -244,7 +242,7 @@ fn the_cluster_role_grants_exactly_the_calls_the_agent_makes() {
 }
 
 /// The (group, resource, verb) of a request the test API server logged.
-fn grant_of(request: &support::apiserver::Request) -> (String, String, String) {
+fn grant_of(request: &netwarden_tests::apiserver::Request) -> (String, String, String) {
     let path = &request.collection;
     let (group, resource) = if let Some(resource) = path.strip_prefix("/api/v1/") {
         (String::new(), resource.to_owned())

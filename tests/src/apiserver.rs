@@ -235,6 +235,36 @@ impl Drop for ApiServer {
 impl ApiServer {
     /// Serves `resources`; any other path is 404 (as for a CRD version not served).
     pub async fn start(resources: &[Resource]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(resources, listener)
+    }
+
+    /// [`ApiServer::start`] on 127.0.0.1 inside the network namespace at `netns`, where a
+    /// process (an agent in a node's namespace) reaches it. Call inside a tokio runtime.
+    pub fn start_in(resources: &[Resource], netns: &std::path::Path) -> Self {
+        let listener =
+            netwarden_agent::netns::run_in(netns, || std::net::TcpListener::bind("127.0.0.1:0"))
+                .expect("the namespace")
+                .expect("listening");
+        listener.set_nonblocking(true).expect("non-blocking");
+        Self::serve(
+            resources,
+            tokio::net::TcpListener::from_std(listener).expect("tokio listener"),
+        )
+    }
+
+    /// Writes a kubeconfig for this server (no credentials: it checks none) to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) {
+        let config = json!({
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": format!("http://{}", self.address)}}],
+            "users": [{"name": "test", "user": {}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        });
+        std::fs::write(path, config.to_string()).expect("kubeconfig written");
+    }
+
+    fn serve(resources: &[Resource], listener: tokio::net::TcpListener) -> Self {
         let (notices, _) = broadcast::channel(1024);
         let store = Arc::new(Mutex::new(Store {
             resource_version: 1,
@@ -254,7 +284,6 @@ impl ApiServer {
             notices,
             next_uid: 0,
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let app = Router::new()
             .fallback(handle)
