@@ -12,7 +12,7 @@
 //! A step first waits until both agents' `explain` gives the expected verdict for every
 //! pair (their engines have seen the change, and the kernel tables are written before
 //! they can answer), then probes once. Every deny event the agents stream while the
-//! tables are probed must be for a pair the tables deny. Four labs run side by side (one
+//! tables are probed must be for a pair the tables deny. Five labs run side by side (one
 //! per test); each prints how long its phases took.
 use std::{
     collections::BTreeMap,

@@ -20,7 +20,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AgentConfig {
-    /// This node's name: the pods scheduled here are the ones enforced on.
+    /// This node's name: the pods scheduled here are the ones enforced on. Unset: the
+    /// hostname, lowercased (kubelet's default node name).
     #[serde(default)]
     pub node: String,
     /// `kube` or `dir:PATH`.
@@ -232,6 +233,20 @@ impl AgentConfig {
             field,
             problem,
         };
+        if config.node.is_empty() {
+            // As kubelet names its node when not told: the hostname, lowercased.
+            config.node = nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .map(|name| name.to_lowercase())
+                .filter(|name| !name.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "node",
+                        "not set and the hostname cannot be read: set it (or --node) to this node's name",
+                    )
+                })?;
+        }
         if config.cluster_network.as_os_str().is_empty() {
             return Err(invalid(
                 "clusterNetwork",
@@ -337,6 +352,8 @@ mod tests {
         assert!(!config.namespace_isolation);
         assert!(!config.cluster_network_policy);
         assert!(config.standard_policy_networks().is_empty());
+        let hostname = nix::unistd::gethostname().unwrap().into_string().unwrap();
+        assert_eq!(config.node, hostname.to_lowercase());
         let error = parse("{}").unwrap_err().to_string();
         assert!(
             error.contains("agent.json") && error.contains("clusterNetwork"),
