@@ -374,6 +374,33 @@ fn the_reconcile_reattaches_a_pod_interface_whose_links_were_removed() {
     assert_eq!(hooked(&server.netns, "net1"), Hooked::tcx());
 }
 
+/// A networking.k8s.io/v1 NetworkPolicy covers net1 exactly while the agent's
+/// `standardPolicyNetworks` lists the network: one policy language for every interface.
+#[test]
+fn a_network_policy_covers_net1_only_while_the_network_is_listed() {
+    let mut lab = Lab::new("ag-std");
+    let server = add_pod(&mut lab, json!({"app": "server"}));
+    let client = add_pod(&mut lab, json!({"role": "other"}));
+    let _serving = Server::start(&server);
+    let to = net1(&server);
+    lab.write_manifest(
+        "np-default-servers",
+        &json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "servers", "namespace": "default"},
+                "spec": deny_ingress_to_servers()}),
+    );
+    lab.reconfigure(|config| config["standardPolicyNetworks"] = json!([NAD]));
+    assert!(
+        eventually(Duration::from_secs(3), || !connects(&client, to)),
+        "the NetworkPolicy did not isolate net1 with the network listed"
+    );
+    lab.reconfigure(|config| config["standardPolicyNetworks"] = json!([]));
+    assert!(
+        eventually(Duration::from_secs(3), || connects(&client, to)),
+        "the NetworkPolicy still covers net1 with the network no longer listed"
+    );
+}
+
 /// Another process with access to bpffs changes an isolated pod's tables: it admits a
 /// denied client, then deletes the allowed client's entry. The reconcile finds both and
 /// rewrites the tables from the policy.
