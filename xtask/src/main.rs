@@ -155,6 +155,8 @@ fn test(root: &Path) -> Result<()> {
         // Every failing test binary is reported, not only the first.
         run::cargo(root, &["test", "--no-fail-fast", "-p", "netwarden-tests"])
     })?;
+    // The README's other command, on the binaries just tested.
+    run::phase("the demo", || demo::run_in_tests(root))?;
     println!("all tests passed in {:.1?}", started.elapsed());
     Ok(())
 }
