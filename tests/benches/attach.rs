@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use netwarden_agent::{attach::guard::InboundGuard, datapath::bench, lab::topology::NetNamespace};
 use netwarden_tests::node::{Lab, Pod, PLUGINS};
 use report::{human, table, Machine, Percentiles};
 use serde_json::Value;
@@ -23,6 +24,8 @@ const QUICK_PODS: usize = 20;
 /// Untimed pods first, so both paths start with warm caches.
 const WARM_UP: usize = 3;
 const TARGET_OVERHEAD: Duration = Duration::from_millis(5);
+/// Rounds of each fail-closed step timed alone.
+const ALONE_ROUNDS: u32 = 30;
 
 /// One CNI command (`ADD`, `DEL`) on one path, timed.
 type Op<'a> = &'a dyn Fn(&str) -> Duration;
@@ -93,11 +96,73 @@ fn main() {
         lab.allocations()
     );
     let agent = AgentTimes::read(&lab).since(&before);
-    let doc = document(&machine, pods, &netwarden, &reference, &agent);
+    let alone = FailClosed::measure();
+    let doc = document(&machine, pods, &netwarden, &reference, &agent, &alone);
     println!("{doc}");
     match report::write_doc("bench/attach.md", &doc) {
         Ok(path) => eprintln!("written: {}", path.display()),
         Err(e) => eprintln!("docs/bench/attach.md not written: {e}"),
+    }
+}
+
+/// The two steps fail-closed adds to every ADD, each timed alone (median of
+/// [`ALONE_ROUNDS`]): what they cost before any delegate runs.
+struct FailClosed {
+    /// The guard: closing one interface name in a fresh namespace, then opening it (two
+    /// nf_tables transactions, as an ADD makes).
+    guard: Duration,
+    /// Attaching both classifiers to a fresh interface with TCX and programming its tables
+    /// (instances from the pool, as in the agent).
+    attach: Duration,
+}
+
+impl FailClosed {
+    fn measure() -> Self {
+        let netns = NetNamespace::create("bench-guard").expect("a namespace");
+        let names = ["net1".parse().expect("an interface name")];
+        let mut guard: Vec<Duration> = (0..ALONE_ROUNDS)
+            .map(|_| {
+                let started = Instant::now();
+                InboundGuard::close(&netns.path(), &names)
+                    .expect("guard closed")
+                    .expect("a guard")
+                    .open()
+                    .expect("guard opened");
+                started.elapsed()
+            })
+            .collect();
+        guard.sort_unstable();
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        let _inside = runtime.enter();
+        let attach = bench::attach_latency(ALONE_ROUNDS)
+            .expect("attach timed")
+            .pooled;
+        Self {
+            guard: guard[guard.len() / 2],
+            attach,
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let together = self.guard + self.attach;
+        format!(
+            "## The fail-closed steps alone\n\n\
+             Measured in the same run, each on its own, median of {ALONE_ROUNDS}: the \
+             guard's two nf_tables transactions (close, then open) in a fresh namespace, \
+             {}; attaching both classifiers to a fresh interface with TCX and programming \
+             its tables, {}. Together {}, {:.1} times the {} target, before any delegate \
+             runs. Both wait in the kernel: every TCX attach (`BPF_LINK_CREATE`, one per \
+             hook) and every nf_tables transaction that deletes something wait for an RCU \
+             grace period (under strace on this machine one `BPF_LINK_CREATE` took 7 to 23 \
+             ms). They are what makes an ADD fail closed (nothing arrives on a new \
+             interface before its classifiers judge it), so with enforcement on, this \
+             kernel puts the overhead above the target whatever the rest costs.\n",
+            human(self.guard),
+            human(self.attach),
+            human(together),
+            together.as_secs_f64() / TARGET_OVERHEAD.as_secs_f64(),
+            human(TARGET_OVERHEAD),
+        )
     }
 }
 
@@ -307,6 +372,7 @@ fn document(
     netwarden: &Samples,
     direct: &Samples,
     agent: &AgentTimes,
+    alone: &FailClosed,
 ) -> String {
     let mut rows = Vec::new();
     for (command, through, beside) in [
@@ -369,7 +435,7 @@ fn document(
          measures. The ADD `datapath` row is the eBPF programs' load and attach on each new \
          interface. In a DEL, the delegates remove interfaces that still carry eBPF \
          programs: the kernel's work of detaching them is in the `delegates` row (compare \
-         it with `direct`), the unpinning after it in `datapath`.\n\n{}\n{}",
+         it with `direct`), the unpinning after it in `datapath`.\n\n{}\n{}\n{}",
         machine.markdown(),
         human(TARGET_OVERHEAD),
         table(
@@ -388,5 +454,6 @@ fn document(
         ),
         breakdown("ADD", &netwarden.add, &direct.add, agent),
         breakdown("DEL", &netwarden.del, &direct.del, agent),
+        alone.markdown(),
     )
 }

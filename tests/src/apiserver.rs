@@ -79,6 +79,18 @@ pub const EVENTS: Resource = Resource {
     namespaced: true,
 };
 
+/// Every resource netwarden reads or writes, as a cluster with the upstream CRDs (both
+/// MultiNetworkPolicy versions) serves them.
+pub const EVERYTHING: [Resource; 7] = [
+    PODS,
+    NAMESPACES,
+    NETWORK_ATTACHMENT_DEFINITIONS,
+    MULTI_POLICIES_V1BETA1,
+    MULTI_POLICIES_V1BETA2,
+    NETWORK_POLICIES,
+    EVENTS,
+];
+
 /// One request the server answered (for tests that check what the client asked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use netwarden_cni::status::{parse_network_status, NETWORK_STATUS_ANNOTATION};
 use netwarden_tests::apiserver::{
-    ApiServer, Resource, EVENTS, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
+    ApiServer, EVENTS, EVERYTHING, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
     NETWORK_ATTACHMENT_DEFINITIONS, NETWORK_POLICIES, PODS,
 };
 use netwarden_tests::{
@@ -16,17 +16,6 @@ use netwarden_tests::{
     wait::eventually,
 };
 use serde_json::{json, Value};
-
-/// What a cluster with the upstream CRDs serves, and Events.
-const SERVED: [Resource; 7] = [
-    PODS,
-    NAMESPACES,
-    NETWORK_ATTACHMENT_DEFINITIONS,
-    MULTI_POLICIES_V1BETA1,
-    MULTI_POLICIES_V1BETA2,
-    NETWORK_POLICIES,
-    EVENTS,
-];
 
 /// A lab node whose agent reads the API server. Dropped in field order: the agent stops
 /// before its API server and the runtime serving it go.
@@ -43,7 +32,7 @@ impl KubeLab {
         let mut lab = Lab::prepare(prefix);
         let api = {
             let _inside = runtime.enter();
-            ApiServer::start_in(&SERVED, &lab.node.path())
+            ApiServer::start_in(&EVERYTHING, &lab.node.path())
         };
         let files: Vec<String> = std::fs::read_dir(lab.manifests())
             .expect("manifests")

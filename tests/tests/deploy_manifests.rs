@@ -27,10 +27,7 @@ use netwarden_agent::{
     },
 };
 use netwarden_cni::status::NetworkStatus;
-use netwarden_tests::apiserver::{
-    ApiServer, EVENTS, MULTI_POLICIES_V1BETA1, MULTI_POLICIES_V1BETA2, NAMESPACES,
-    NETWORK_ATTACHMENT_DEFINITIONS, NETWORK_POLICIES, PODS,
-};
+use netwarden_tests::apiserver::{ApiServer, EVERYTHING, NAMESPACES, PODS};
 use serde_json::{json, Value};
 
 fn deploy() -> PathBuf {
@@ -266,16 +263,7 @@ fn grant_of(request: &netwarden_tests::apiserver::Request) -> (String, String, S
 
 #[tokio::test]
 async fn the_access_list_is_every_request_the_kubernetes_source_makes() {
-    let server = ApiServer::start(&[
-        PODS,
-        NAMESPACES,
-        NETWORK_ATTACHMENT_DEFINITIONS,
-        MULTI_POLICIES_V1BETA1,
-        MULTI_POLICIES_V1BETA2,
-        NETWORK_POLICIES,
-        EVENTS,
-    ])
-    .await;
+    let server = ApiServer::start(&EVERYTHING).await;
     server.apply(&NAMESPACES, json!({"metadata": {"name": "shop"}}));
     server.apply(
         &PODS,
