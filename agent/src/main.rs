@@ -184,8 +184,10 @@ fn bench_datapath(output: &std::path::Path) -> anyhow::Result<()> {
          repeated packet would be established), which costs the per-call overhead and cold \
          caches, so it is set against the pass-through program measured the same way (one \
          run per call). Each rule is one peer host on one TCP port, so the tables hold as \
-         many peer classes and port entries as rules. Figures from one run on a shared \
-         machine, not assertions{}.\n\n{table}\n\
+         many peer classes and port entries as rules. The drift check is the agent's \
+         reconcile for that endpoint: every table read back from the kernel (one scan of \
+         each map) and compared with what the policy compiles to. Figures from one run on a \
+         shared machine, not assertions{}.\n\n{table}\n\
          What limits them: an established packet pays parsing and one hash lookup of its \
          flow (a 44-byte key), the larger part; a new flow pays the flow \
          lookup that misses, the host and port hash lookups and, when allowed, the insert \

@@ -53,6 +53,9 @@ pub struct Row {
     pub established: f64,
     pub new_allowed: f64,
     pub new_denied: f64,
+    /// The reconcile's drift check of this endpoint: every table read back, then compared
+    /// with what its policy compiles to.
+    pub drift_check: Duration,
 }
 
 /// Measures every (rule count, family) on a datapath of its own (scratch pins).
@@ -81,7 +84,13 @@ fn measure(
     family: Family,
 ) -> Result<Row, DatapathError> {
     let settings = EndpointSettings::default();
-    datapath.program(endpoint, &policy(rules, family), &[pod(family)], settings)?;
+    let policy = policy(rules, family);
+    datapath.program(endpoint, &policy, &[pod(family)], settings)?;
+    let started = Instant::now();
+    let snapshot = datapath.snapshot_tables()?;
+    let drift = datapath.drift(&snapshot, endpoint, &policy, &[pod(family)], settings)?;
+    let drift_check = started.elapsed();
+    assert!(drift.is_empty(), "a freshly programmed endpoint drifted: {drift:?}");
     let allowed_peer = peer(family, 0);
     // The peer is in the tables but the port is not: both lookups run, then the deny.
     let denied = frame(allowed_peer, pod(family), 40000, POD_PORT + 1);
@@ -108,6 +117,7 @@ fn measure(
         established,
         new_allowed: mean(total),
         new_denied,
+        drift_check,
     })
 }
 
@@ -221,14 +231,14 @@ fn v6(address: IpAddr) -> Ipv6Addr {
 /// one-run floor.
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| rules | family | floor ns | established ns (x floor) | new denied ns (x floor) | floor ns, one run | new allowed ns, one run (x one-run floor) |\n\
-         | ---: | --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| rules | family | floor ns | established ns (x floor) | new denied ns (x floor) | floor ns, one run | new allowed ns, one run (x one-run floor) | drift check ms |\n\
+         | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
         let ratio = |ns: f64, floor: f64| format!("{ns:.0} ({:.2}x)", ns / floor);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.0} | {} | {:.1} |",
             row.rules,
             match row.family {
                 Family::V4 => "IPv4",
@@ -239,6 +249,7 @@ pub fn markdown(rows: &[Row]) -> String {
             ratio(row.new_denied, row.floor),
             row.floor_one_run,
             ratio(row.new_allowed, row.floor_one_run),
+            row.drift_check.as_secs_f64() * 1e3,
         );
     }
     out
