@@ -17,8 +17,8 @@ use super::endpoints::{Desired, Endpoints};
 use crate::{
     cluster::{objects::PodKey, ClusterEvent, Kind, Object},
     datapath::{
-        endpoint_key, rules::EndpointPolicy, Datapath, DatapathError, Drift, EndpointKey,
-        EndpointSettings,
+        endpoint_key, pins::PinRoot, rules::EndpointPolicy, Datapath, DatapathError, Drift,
+        EndpointKey, EndpointSettings, TableSnapshot,
     },
     policy::{EndpointChange, EndpointId, Engine, Explanation, Flow},
 };
@@ -56,6 +56,11 @@ impl Enforcer {
             endpoints,
             datapath_time: Duration::ZERO,
         }
+    }
+
+    /// Where the datapath pins its maps (for [`TableSnapshot::read`]).
+    pub fn pins(&self) -> PinRoot {
+        self.datapath.pins().clone()
     }
 
     pub fn datapath_time(&self) -> Duration {
@@ -137,12 +142,16 @@ impl Enforcer {
     }
 
     /// Repairs drift: an interface whose links are gone (or that was recreated) is attached
-    /// again; an endpoint whose configuration is missing or whose tables differ from the
-    /// engine's current output is programmed again. Interfaces that no longer exist are
+    /// again; an endpoint whose configuration is missing, or whose tables in `snapshot`
+    /// (read without holding the enforcer, see [`TableSnapshot::read`]) differ from what it
+    /// was programmed with, is programmed again. Interfaces that no longer exist are
     /// left to the runtime's DEL.
-    pub fn reconcile(&mut self) -> Vec<EnforceError> {
+    pub fn reconcile(
+        &mut self,
+        snapshot: Result<TableSnapshot, DatapathError>,
+    ) -> Vec<EnforceError> {
         let mut problems = Vec::new();
-        let snapshot = match self.datapath.snapshot_tables() {
+        let snapshot = match snapshot {
             Ok(snapshot) => Some(snapshot),
             Err(source) => {
                 problems.push(EnforceError::Audit(Box::new(source)));

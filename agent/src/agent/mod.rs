@@ -34,7 +34,9 @@ use crate::{
         store::Store,
         ClusterEvent, Kind,
     },
-    datapath::{pins::PinRoot, Datapath, DatapathError, DatapathOptions, VerdictEvents},
+    datapath::{
+        pins::PinRoot, Datapath, DatapathError, DatapathOptions, TableSnapshot, VerdictEvents,
+    },
     policy::{Engine, EngineConfig},
 };
 use api::FlowRecord;
@@ -146,7 +148,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         }
     }
     // Every kind is known: adopt the interfaces of earlier runs and program them.
-    log_all(state.enforcer.lock().await.reconcile());
+    reconcile(&state).await;
     state.listed.store(true, Ordering::Release);
     tracing::info!("cluster state listed; enforcing");
 
@@ -210,8 +212,19 @@ async fn reconcile_every(state: Arc<AgentState>, every: std::time::Duration) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        log_all(state.enforcer.lock().await.reconcile());
+        reconcile(&state).await;
     }
+}
+
+/// One reconcile. The kernel's tables are read first, off the async threads and without
+/// holding the enforcer (at 100k entries the reading takes a third of a second: ADDs and
+/// policy updates go on meanwhile); the enforcer then compares and repairs.
+async fn reconcile(state: &AgentState) {
+    let pins = state.enforcer.lock().await.pins();
+    let snapshot = tokio::task::spawn_blocking(move || TableSnapshot::read(&pins))
+        .await
+        .expect("reading the tables does not panic");
+    log_all(state.enforcer.lock().await.reconcile(snapshot));
 }
 
 /// Verdict events to `/flows` readers, named after their endpoints.

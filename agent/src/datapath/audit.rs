@@ -8,12 +8,14 @@ use std::{
     net::IpAddr,
 };
 
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
 use netwarden_common::{
-    names, Addr, AddressKey, EndpointKey, PeerKey, PeerValue, PortKey, PortValue,
+    names, Addr, AddressKey, EndpointKey, EndpointSlot, PeerKey, PeerValue, PortKey, PortValue,
 };
 
 use super::{
     compile::{self, CompiledTables, HashEntry, LpmEntry},
+    pins::PinRoot,
     rules::EndpointPolicy,
     tables::{addr16, map_error, EndpointSettings},
     Datapath, DatapathError,
@@ -21,6 +23,8 @@ use super::{
 
 /// Every table entry and assigned address in the maps, by endpoint id.
 pub struct TableSnapshot {
+    /// Per endpoint id: its slot's state word when the reading began (programmed only).
+    states: StdHashMap<u32, u64>,
     /// Per (endpoint id, generation).
     tables: StdHashMap<(u32, u8), Entries>,
     addresses: StdHashMap<u32, HashSet<Addr>>,
@@ -70,11 +74,37 @@ impl std::fmt::Display for Drift {
     }
 }
 
-impl Datapath {
-    /// Reads every table entry and assigned address (one scan of each map).
-    pub fn snapshot_tables(&mut self) -> Result<TableSnapshot, DatapathError> {
+impl TableSnapshot {
+    /// Reads every table entry, assigned address and slot state from the maps pinned
+    /// under `pins` (one scan of each), through descriptors of its own: it needs no hold
+    /// on the datapath, so the agent reads while ADDs and policy updates go on.
+    pub fn read(pins: &PinRoot) -> Result<Self, DatapathError> {
+        let maps = pins.maps();
+        let open = |name: &'static str| {
+            MapData::from_pin(maps.join(name)).map_err(|source| DatapathError::Map {
+                map: name,
+                source: Box::new(source),
+            })
+        };
+        // The slot states first: an endpoint reprogrammed while the tables are read has
+        // another state by the time it is checked, and is not judged on this snapshot.
+        let endpoints: Array<MapData, EndpointSlot> =
+            Array::try_from(Map::Array(open(names::MAP_ENDPOINTS)?))
+                .map_err(map_error(names::MAP_ENDPOINTS))?;
+        let mut states = StdHashMap::new();
+        for slot in 1..endpoints.len() {
+            let entry = endpoints
+                .get(&slot, 0)
+                .map_err(map_error(names::MAP_ENDPOINTS))?;
+            if entry.state != 0 {
+                states.insert(slot, entry.state);
+            }
+        }
         let mut tables: StdHashMap<(u32, u8), Entries> = StdHashMap::new();
-        for entry in self.peer_hosts_map()?.iter() {
+        let hosts: HashMap<MapData, PeerKey, PeerValue> =
+            HashMap::try_from(Map::HashMap(open(names::MAP_PEER_HOSTS)?))
+                .map_err(map_error(names::MAP_PEER_HOSTS))?;
+        for entry in hosts.iter() {
             let (key, value) = entry.map_err(map_error(names::MAP_PEER_HOSTS))?;
             tables
                 .entry((key.endpoint, key.generation))
@@ -82,7 +112,10 @@ impl Datapath {
                 .hosts
                 .insert(HashEntry { key, value });
         }
-        for entry in self.peers_map()?.iter() {
+        let peers: LpmTrie<MapData, PeerKey, PeerValue> =
+            LpmTrie::try_from(Map::LpmTrie(open(names::MAP_PEERS)?))
+                .map_err(map_error(names::MAP_PEERS))?;
+        for entry in peers.iter() {
             let (key, value) = entry.map_err(map_error(names::MAP_PEERS))?;
             let data = key.data();
             tables
@@ -95,7 +128,10 @@ impl Datapath {
                     value,
                 });
         }
-        for entry in self.port_exact_map()?.iter() {
+        let exact_ports: HashMap<MapData, PortKey, PortValue> =
+            HashMap::try_from(Map::HashMap(open(names::MAP_PORT_EXACT)?))
+                .map_err(map_error(names::MAP_PORT_EXACT))?;
+        for entry in exact_ports.iter() {
             let (key, value) = entry.map_err(map_error(names::MAP_PORT_EXACT))?;
             tables
                 .entry((key.endpoint, key.generation))
@@ -103,7 +139,10 @@ impl Datapath {
                 .exact_ports
                 .insert(HashEntry { key, value });
         }
-        for entry in self.ports_map()?.iter() {
+        let ports: LpmTrie<MapData, PortKey, PortValue> =
+            LpmTrie::try_from(Map::LpmTrie(open(names::MAP_PORTS)?))
+                .map_err(map_error(names::MAP_PORTS))?;
+        for entry in ports.iter() {
             let (key, value) = entry.map_err(map_error(names::MAP_PORTS))?;
             let data = key.data();
             tables
@@ -116,14 +155,23 @@ impl Datapath {
                     value,
                 });
         }
+        let assigned: HashMap<MapData, AddressKey, u8> =
+            HashMap::try_from(Map::HashMap(open(names::MAP_ADDRESSES)?))
+                .map_err(map_error(names::MAP_ADDRESSES))?;
         let mut addresses: StdHashMap<u32, HashSet<Addr>> = StdHashMap::new();
-        for entry in self.addresses_map()?.keys() {
-            let key: AddressKey = entry.map_err(map_error(names::MAP_ADDRESSES))?;
+        for entry in assigned.keys() {
+            let key = entry.map_err(map_error(names::MAP_ADDRESSES))?;
             addresses.entry(key.endpoint).or_default().insert(key.addr);
         }
-        Ok(TableSnapshot { tables, addresses })
+        Ok(Self {
+            states,
+            tables,
+            addresses,
+        })
     }
+}
 
+impl Datapath {
     /// What in `snapshot` differs from `endpoint` programmed with `policy`, `addresses`
     /// and `settings` (nothing when it is in step). When something does, this process
     /// forgets which entries it wrote for the endpoint, so the next [`Datapath::program`]
@@ -140,6 +188,10 @@ impl Datapath {
             .endpoint_config(endpoint)?
             .ok_or(DatapathError::NotProgrammed(*endpoint))?;
         let (id, live) = (config.id, config.generation as u8);
+        if snapshot.states.get(&id) != Some(&config.state()) {
+            // Reprogrammed while the snapshot was read (or after): not judged on it.
+            return Ok(Vec::new());
+        }
         let tables = compile::compile(id, live, policy);
         let mut found = Vec::new();
         if config.flags != tables.flags | settings.flags() {

@@ -12,6 +12,7 @@ use std::{
 use etherparse::PacketBuilder;
 
 use super::{
+    audit::TableSnapshot,
     pins::ScratchPinRoot,
     rules::{
         EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule,
@@ -87,10 +88,13 @@ fn measure(
     let policy = policy(rules, family);
     datapath.program(endpoint, &policy, &[pod(family)], settings)?;
     let started = Instant::now();
-    let snapshot = datapath.snapshot_tables()?;
+    let snapshot = TableSnapshot::read(datapath.pins())?;
     let drift = datapath.drift(&snapshot, endpoint, &policy, &[pod(family)], settings)?;
     let drift_check = started.elapsed();
-    assert!(drift.is_empty(), "a freshly programmed endpoint drifted: {drift:?}");
+    assert!(
+        drift.is_empty(),
+        "a freshly programmed endpoint drifted: {drift:?}"
+    );
     let allowed_peer = peer(family, 0);
     // The peer is in the tables but the port is not: both lookups run, then the deny.
     let denied = frame(allowed_peer, pod(family), 40000, POD_PORT + 1);
