@@ -6,9 +6,13 @@
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
     net::IpAddr,
+    path::PathBuf,
 };
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData};
+use aya::{
+    maps::{Array, HashMap, LpmTrie, Map, MapData},
+    Pod,
+};
 use netwarden_common::{
     names, Addr, AddressKey, EndpointKey, EndpointSlot, PeerKey, PeerValue, PortKey, PortValue,
 };
@@ -79,18 +83,11 @@ impl TableSnapshot {
     /// under `pins` (one scan of each), through descriptors of its own: it needs no hold
     /// on the datapath, so the agent reads while ADDs and policy updates go on.
     pub fn read(pins: &PinRoot) -> Result<Self, DatapathError> {
-        let maps = pins.maps();
-        let open = |name: &'static str| {
-            MapData::from_pin(maps.join(name)).map_err(|source| DatapathError::Map {
-                map: name,
-                source: Box::new(source),
-            })
-        };
+        let maps = Pinned(pins.maps());
         // The slot states first: an endpoint reprogrammed while the tables are read has
         // another state by the time it is checked, and is not judged on this snapshot.
         let endpoints: Array<MapData, EndpointSlot> =
-            Array::try_from(Map::Array(open(names::MAP_ENDPOINTS)?))
-                .map_err(map_error(names::MAP_ENDPOINTS))?;
+            maps.typed(names::MAP_ENDPOINTS, Map::Array)?;
         let mut states = StdHashMap::new();
         for slot in 1..endpoints.len() {
             let entry = endpoints
@@ -101,73 +98,91 @@ impl TableSnapshot {
             }
         }
         let mut tables: StdHashMap<(u32, u8), Entries> = StdHashMap::new();
-        let hosts: HashMap<MapData, PeerKey, PeerValue> =
-            HashMap::try_from(Map::HashMap(open(names::MAP_PEER_HOSTS)?))
-                .map_err(map_error(names::MAP_PEER_HOSTS))?;
-        for entry in hosts.iter() {
-            let (key, value) = entry.map_err(map_error(names::MAP_PEER_HOSTS))?;
+        for entry in maps.hash_entries::<PeerKey, PeerValue>(names::MAP_PEER_HOSTS)? {
             tables
-                .entry((key.endpoint, key.generation))
+                .entry((entry.key.endpoint, entry.key.generation))
                 .or_default()
                 .hosts
-                .insert(HashEntry { key, value });
+                .insert(entry);
         }
-        let peers: LpmTrie<MapData, PeerKey, PeerValue> =
-            LpmTrie::try_from(Map::LpmTrie(open(names::MAP_PEERS)?))
-                .map_err(map_error(names::MAP_PEERS))?;
-        for entry in peers.iter() {
-            let (key, value) = entry.map_err(map_error(names::MAP_PEERS))?;
-            let data = key.data();
+        for entry in maps.lpm_entries::<PeerKey, PeerValue>(names::MAP_PEERS)? {
             tables
-                .entry((data.endpoint, data.generation))
+                .entry((entry.key.endpoint, entry.key.generation))
                 .or_default()
                 .peers
-                .insert(LpmEntry {
-                    prefix_len: key.prefix_len(),
-                    key: data,
-                    value,
-                });
+                .insert(entry);
         }
-        let exact_ports: HashMap<MapData, PortKey, PortValue> =
-            HashMap::try_from(Map::HashMap(open(names::MAP_PORT_EXACT)?))
-                .map_err(map_error(names::MAP_PORT_EXACT))?;
-        for entry in exact_ports.iter() {
-            let (key, value) = entry.map_err(map_error(names::MAP_PORT_EXACT))?;
+        for entry in maps.hash_entries::<PortKey, PortValue>(names::MAP_PORT_EXACT)? {
             tables
-                .entry((key.endpoint, key.generation))
+                .entry((entry.key.endpoint, entry.key.generation))
                 .or_default()
                 .exact_ports
-                .insert(HashEntry { key, value });
+                .insert(entry);
         }
-        let ports: LpmTrie<MapData, PortKey, PortValue> =
-            LpmTrie::try_from(Map::LpmTrie(open(names::MAP_PORTS)?))
-                .map_err(map_error(names::MAP_PORTS))?;
-        for entry in ports.iter() {
-            let (key, value) = entry.map_err(map_error(names::MAP_PORTS))?;
-            let data = key.data();
+        for entry in maps.lpm_entries::<PortKey, PortValue>(names::MAP_PORTS)? {
             tables
-                .entry((data.endpoint, data.generation))
+                .entry((entry.key.endpoint, entry.key.generation))
                 .or_default()
                 .ports
-                .insert(LpmEntry {
-                    prefix_len: key.prefix_len(),
-                    key: data,
-                    value,
-                });
+                .insert(entry);
         }
-        let assigned: HashMap<MapData, AddressKey, u8> =
-            HashMap::try_from(Map::HashMap(open(names::MAP_ADDRESSES)?))
-                .map_err(map_error(names::MAP_ADDRESSES))?;
         let mut addresses: StdHashMap<u32, HashSet<Addr>> = StdHashMap::new();
-        for entry in assigned.keys() {
-            let key = entry.map_err(map_error(names::MAP_ADDRESSES))?;
-            addresses.entry(key.endpoint).or_default().insert(key.addr);
+        for entry in maps.hash_entries::<AddressKey, u8>(names::MAP_ADDRESSES)? {
+            addresses
+                .entry(entry.key.endpoint)
+                .or_default()
+                .insert(entry.key.addr);
         }
         Ok(Self {
             states,
             tables,
             addresses,
         })
+    }
+}
+
+/// The maps pinned in one directory, opened by name with descriptors of their own.
+struct Pinned(PathBuf);
+
+impl Pinned {
+    fn typed<T>(&self, name: &'static str, kind: fn(MapData) -> Map) -> Result<T, DatapathError>
+    where
+        T: TryFrom<Map, Error = aya::maps::MapError>,
+    {
+        let data = MapData::from_pin(self.0.join(name)).map_err(map_error(name))?;
+        T::try_from(kind(data)).map_err(map_error(name))
+    }
+
+    /// Every entry of the hash map `name`.
+    fn hash_entries<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<HashEntry<K, V>>, DatapathError> {
+        let map: HashMap<MapData, K, V> = self.typed(name, Map::HashMap)?;
+        map.iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(map_error(name))?;
+                Ok(HashEntry { key, value })
+            })
+            .collect()
+    }
+
+    /// Every entry of the LPM trie `name`.
+    fn lpm_entries<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<LpmEntry<K, V>>, DatapathError> {
+        let map: LpmTrie<MapData, K, V> = self.typed(name, Map::LpmTrie)?;
+        map.iter()
+            .map(|entry| {
+                let (key, value) = entry.map_err(map_error(name))?;
+                Ok(LpmEntry {
+                    prefix_len: key.prefix_len(),
+                    key: key.data(),
+                    value,
+                })
+            })
+            .collect()
     }
 }
 
