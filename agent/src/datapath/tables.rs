@@ -241,33 +241,27 @@ impl Datapath {
         })
     }
 
-    pub(super) fn peer_hosts_map(
+    fn peer_hosts_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, PeerKey, PeerValue>, DatapathError> {
         self.typed_map(names::MAP_PEER_HOSTS)
     }
 
-    pub(super) fn port_exact_map(
+    fn port_exact_map(
         &mut self,
     ) -> Result<HashMap<&mut MapData, PortKey, PortValue>, DatapathError> {
         self.typed_map(names::MAP_PORT_EXACT)
     }
 
-    pub(super) fn peers_map(
-        &mut self,
-    ) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
+    fn peers_map(&mut self) -> Result<LpmTrie<&mut MapData, PeerKey, PeerValue>, DatapathError> {
         self.typed_map(names::MAP_PEERS)
     }
 
-    pub(super) fn ports_map(
-        &mut self,
-    ) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
+    fn ports_map(&mut self) -> Result<LpmTrie<&mut MapData, PortKey, PortValue>, DatapathError> {
         self.typed_map(names::MAP_PORTS)
     }
 
-    pub(super) fn addresses_map(
-        &mut self,
-    ) -> Result<HashMap<&mut MapData, AddressKey, u8>, DatapathError> {
+    fn addresses_map(&mut self) -> Result<HashMap<&mut MapData, AddressKey, u8>, DatapathError> {
         self.typed_map(names::MAP_ADDRESSES)
     }
 
