@@ -14,7 +14,7 @@ use netwarden_agent::datapath::{
     rules::{
         EndpointPolicy, Isolation, PeerBlock, Peers, PortMatch, PortRange, Ports, Protocol, Rule,
     },
-    Datapath, EndpointKey, EndpointSettings, Hook, Reason, Verdict, VerdictEvents,
+    Datapath, EndpointKey, EndpointSettings, Hook, Reason, Reference, Verdict, VerdictEvents,
 };
 
 const POD: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
@@ -648,6 +648,56 @@ async fn allowed_new_flows_are_reported_on_request_and_established_ones_never() 
             .await,
         Some(Reason::NoMatchingRule),
         "the next event is the deny: the established packet sent none"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_benchmark_reference_programs_do_only_their_map_work_and_miss() -> anyhow::Result<()> {
+    let mut f = Fixture::new(&policy())?;
+    let v4 = tcp4(PEER, POD, 40040, 8000);
+    let v6 = tcp6(PEER6, POD6, 40041, 443);
+    assert!(f.allows(Hook::Ingress, &v4).await, "now a tracked flow");
+    assert!(f.allows(Hook::Ingress, &v6).await, "now a tracked flow");
+    // The admission last: it inserts the flow its lookups looked for.
+    let references = [
+        Reference::Passthrough,
+        Reference::FlowLookup,
+        Reference::NewFlowLookups,
+        Reference::NewFlowAdmission,
+    ];
+    for reference in references {
+        for frame in [&v4, &v6] {
+            let outcome = f.datapath.test_run_reference(reference, frame, 1)?;
+            assert_eq!(
+                outcome.verdict(),
+                Some(Verdict::Allow),
+                "{reference:?}: the endpoint's own flow and tables must not answer it"
+            );
+        }
+    }
+    let again = f
+        .datapath
+        .test_run_reference(Reference::NewFlowAdmission, &v4, 1)?;
+    assert_eq!(
+        again.verdict(),
+        Some(Verdict::Deny),
+        "the admission's insert is real: its own flow lookup now finds it"
+    );
+    // The lookups need the ports: a frame that ends before them has none, and the lookup
+    // programs say so (TC_ACT_UNSPEC) instead of timing nothing.
+    let bare = raw4(PEER, POD, TCP, &[], 0, &[0x9c, 0x40]);
+    for reference in references.into_iter().skip(1) {
+        let outcome = f.datapath.test_run_reference(reference, &bare, 1)?;
+        assert_eq!(outcome.return_value, u32::MAX, "{reference:?}");
+    }
+    let outcome = f
+        .datapath
+        .test_run_reference(Reference::Passthrough, &bare, 1)?;
+    assert_eq!(outcome.verdict(), Some(Verdict::Allow));
+    assert!(
+        f.allows(Hook::Ingress, &v4).await,
+        "the endpoint's flow is still tracked"
     );
     Ok(())
 }

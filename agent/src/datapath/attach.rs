@@ -328,7 +328,7 @@ impl Hook {
     pub(super) fn attach_type(self) -> TcAttachType {
         match self {
             Hook::Egress => TcAttachType::Egress,
-            Hook::Ingress | Hook::Passthrough => TcAttachType::Ingress,
+            Hook::Ingress => TcAttachType::Ingress,
         }
     }
 }

@@ -192,7 +192,7 @@ impl Rtnl {
         let request = self.handle.traffic_filter(ifindex as i32).get();
         let request = match hook {
             Hook::Egress => request.egress(),
-            Hook::Ingress | Hook::Passthrough => request.ingress(),
+            Hook::Ingress => request.ingress(),
         };
         let messages: Vec<TcMessage> = self
             .runtime

@@ -50,8 +50,7 @@ impl Datapath {
     }
 
     /// Loads the embedded object with its maps pinned under `pins` (adopting maps already
-    /// pinned there, and the slots recorded in them) and the pass-through program,
-    /// forwards the programs' logs and starts filling the instance pool.
+    /// pinned there, and the slots recorded in them), forwards the programs' logs and starts filling the instance pool.
     pub fn load_with(pins: PinRoot, options: DatapathOptions) -> Result<Self, DatapathError> {
         pins.create()?;
         let mut shared = load_object(&pins, None)?;
@@ -61,7 +60,6 @@ impl Datapath {
             reason: e.to_string(),
         })?;
         let log_pump = spawn_log_pump(logger)?;
-        load_program(&mut shared, names::PROG_PASSTHROUGH)?;
         let mut slots = match shared.map(names::MAP_ENDPOINTS) {
             Some(Map::Array(data)) => Slots::open(data)?,
             _ => {
@@ -171,7 +169,7 @@ fn load_object(pins: &PinRoot, instance: Option<(u32, u32)>) -> Result<Ebpf, Dat
         .map_err(|e| DatapathError::Load(Box::new(e)))
 }
 
-fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
+pub(super) fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DatapathError> {
     classifier(ebpf, name)?
         .load()
         .map_err(|source| DatapathError::Program {

@@ -35,7 +35,7 @@ pub use events::{DatapathEvent, Reason, Verdict, VerdictEvents};
 pub use loader::DatapathOptions;
 pub use netwarden_common::EndpointKey;
 pub use tables::{addr16, EndpointSettings};
-pub use test_run::{Hook, TestRunOutcome};
+pub use test_run::{Hook, Reference, TestRunOutcome};
 
 use crate::netns::NetnsError;
 

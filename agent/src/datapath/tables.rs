@@ -14,7 +14,7 @@ use aya::maps::{
 };
 use netwarden_common::{
     endpoint_flags, names, Addr, AddressKey, EndpointConfig, EndpointKey, FlowKey, FlowState,
-    PeerKey, PeerValue, PortKey, PortValue,
+    PeerKey, PeerValue, PortKey, PortValue, REFERENCE_ENDPOINT,
 };
 
 use super::{compile, rules::EndpointPolicy, Datapath, DatapathError};
@@ -184,11 +184,7 @@ impl Datapath {
         // First the config: from here on packets are dropped as not programmed.
         self.slots.unprogram(id);
         self.remove_all_of(id)?;
-        // aya reads an LRU hash through the plain HashMap type.
-        let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
-        remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
-            k.endpoint == id
-        })?;
+        self.remove_flows_of(id)?;
         self.reset_counters(id)?;
         self.slots.release(endpoint);
         Ok(())
@@ -235,6 +231,17 @@ impl Datapath {
             .endpoint_config(endpoint)?
             .ok_or(DatapathError::NotProgrammed(*endpoint))?
             .id;
+        self.remove_flows_of(id)
+    }
+
+    /// Removes the flows the benchmark's admission reference program inserted.
+    pub fn clear_reference_flows(&mut self) -> Result<(), DatapathError> {
+        self.remove_flows_of(REFERENCE_ENDPOINT)
+    }
+
+    /// Removes every tracked flow of endpoint id `id` (by scanning the flow table).
+    fn remove_flows_of(&mut self, id: u32) -> Result<(), DatapathError> {
+        // aya reads an LRU hash through the plain HashMap type.
         let conntrack: HashMap<_, FlowKey, FlowState> = self.typed_map(names::MAP_CONNTRACK)?;
         remove_matching(conntrack, names::MAP_CONNTRACK, |k: &FlowKey| {
             k.endpoint == id

@@ -2,18 +2,23 @@
 //! as `TestRun` on `SchedClassifier`): the verdict tests and the benchmark use it.
 use std::time::Duration;
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::{
+    programs::{TestRun, TestRunOptions},
+    Ebpf,
+};
 use netwarden_common::{names, EndpointKey};
 
-use super::{events::Verdict, loader::classifier, Datapath, DatapathError};
+use super::{
+    events::Verdict,
+    loader::{classifier, load_program},
+    Datapath, DatapathError,
+};
 
 /// Which classifier of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
     Ingress,
     Egress,
-    /// The pass-through program: the benchmark's floor.
-    Passthrough,
 }
 
 impl Hook {
@@ -21,7 +26,6 @@ impl Hook {
         match self {
             Self::Ingress => names::PROG_INGRESS,
             Self::Egress => names::PROG_EGRESS,
-            Self::Passthrough => names::PROG_PASSTHROUGH,
         }
     }
 
@@ -29,7 +33,32 @@ impl Hook {
         match self {
             Self::Ingress => "ingress",
             Self::Egress => "egress",
-            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// The benchmark's reference programs: never attached, tied to no endpoint, loaded on
+/// first use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// Passes every packet without looking: the floor.
+    Passthrough,
+    /// Only the flow-table lookup an established packet needs (a miss): a lower bound.
+    FlowLookup,
+    /// Only the flow, peer and port lookups a new flow needs (misses): a lower bound.
+    NewFlowLookups,
+    /// The new-flow lookups, then the flow's insert into the flow table: a lower bound.
+    /// It writes: only for scratch maps.
+    NewFlowAdmission,
+}
+
+impl Reference {
+    fn program_name(self) -> &'static str {
+        match self {
+            Self::Passthrough => names::PROG_PASSTHROUGH,
+            Self::FlowLookup => names::PROG_FLOW_LOOKUP,
+            Self::NewFlowLookups => names::PROG_NEW_FLOW_LOOKUPS,
+            Self::NewFlowAdmission => names::PROG_NEW_FLOW_ADMISSION,
         }
     }
 }
@@ -65,24 +94,42 @@ impl Datapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutcome, DatapathError> {
-        let name = hook.program_name();
-        let ebpf = match hook {
-            Hook::Passthrough => &mut self.shared,
-            Hook::Ingress | Hook::Egress => self.instance(endpoint)?,
-        };
-        let result = classifier(ebpf, name)?
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                repeat: repeat.max(1),
-                ..TestRunOptions::new()
-            })
-            .map_err(|source| DatapathError::TestRun {
-                program: name,
-                source: Box::new(source),
-            })?;
-        Ok(TestRunOutcome {
-            return_value: result.return_value,
-            per_run: result.duration,
-        })
+        run(self.instance(endpoint)?, hook.program_name(), frame, repeat)
     }
+
+    /// Runs a reference program `repeat` times on `frame`, loading it on first use.
+    pub fn test_run_reference(
+        &mut self,
+        reference: Reference,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DatapathError> {
+        let name = reference.program_name();
+        if classifier(&mut self.shared, name)?.fd().is_err() {
+            load_program(&mut self.shared, name)?;
+        }
+        run(&mut self.shared, name, frame, repeat)
+    }
+}
+
+fn run(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<TestRunOutcome, DatapathError> {
+    let result = classifier(ebpf, name)?
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: repeat.max(1),
+            ..TestRunOptions::new()
+        })
+        .map_err(|source| DatapathError::TestRun {
+            program: name,
+            source: Box::new(source),
+        })?;
+    Ok(TestRunOutcome {
+        return_value: result.return_value,
+        per_run: result.duration,
+    })
 }

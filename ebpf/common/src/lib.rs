@@ -29,6 +29,12 @@ pub mod names {
     pub const PROG_EGRESS: &str = "netwarden_egress";
     /// A classifier that passes every packet untouched: the benchmark's floor.
     pub const PROG_PASSTHROUGH: &str = "netwarden_passthrough";
+    /// Only the flow-table lookup an established packet needs: a lower bound.
+    pub const PROG_FLOW_LOOKUP: &str = "netwarden_flow_lookup";
+    /// Only the lookups a new flow needs (flow, peer, port): a lower bound.
+    pub const PROG_NEW_FLOW_LOOKUPS: &str = "netwarden_new_flow_lookups";
+    /// The new-flow lookups, then the flow's insert: a lower bound for an allowed new flow.
+    pub const PROG_NEW_FLOW_ADMISSION: &str = "netwarden_new_flow_admission";
     /// Globals the loader sets in each program instance: the `ENDPOINTS` slot of the one
     /// interface the instance is (or will be) attached to, and the slot's epoch at the
     /// time (see [`EndpointSlot::epoch`]).
@@ -54,6 +60,9 @@ pub mod names {
 /// never given out (0 means "no endpoint" in events). `COUNTERS` holds
 /// [`COUNTERS_PER_SLOT`] entries per slot, per CPU: 4096 x 4 x 16 bytes = 256 KiB a CPU.
 pub const MAX_SLOTS: u32 = 4096;
+/// The endpoint id of the benchmark's reference programs' keys: beyond every slot, so
+/// their lookups never meet an endpoint's entries.
+pub const REFERENCE_ENDPOINT: u32 = u32::MAX;
 /// (direction, verdict) pairs: `COUNTERS[slot * 4 + direction * 2 + verdict]`.
 pub const COUNTERS_PER_SLOT: u32 = 4;
 

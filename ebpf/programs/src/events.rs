@@ -1,5 +1,4 @@
 //! What the agent learns about packets: verdict events (rate-limited) and counters.
-use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use netwarden_common::{counter_index, EventBudget, VerdictEvent};
 
 use crate::{
@@ -26,9 +25,10 @@ pub fn count(slot: u32, direction: u8, verdict: u8, bytes: u32) {
 }
 
 /// Sends a verdict event if this CPU's budget allows; otherwise counts it as suppressed.
+/// `now` is the coarse clock the verdict read.
 #[inline(always)]
-pub fn report(endpoint: u32, direction: u8, verdict: u8, reason: u8, packet: &Packet) {
-    if !take_token() {
+pub fn report(endpoint: u32, direction: u8, verdict: u8, reason: u8, packet: &Packet, now: u64) {
+    if !take_token(now) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<VerdictEvent>(0) else {
@@ -53,15 +53,14 @@ pub fn report(endpoint: u32, direction: u8, verdict: u8, reason: u8, packet: &Pa
 
 /// A token bucket per CPU: refilled by elapsed time, capped at the burst.
 #[inline(always)]
-fn take_token() -> bool {
+fn take_token(now: u64) -> bool {
     let Some(budget) = EVENT_BUDGET.get_ptr_mut(0) else {
         return false;
     };
     // SAFETY: per-CPU value, used by one program run at a time on this CPU.
     let budget: &mut EventBudget = unsafe { &mut *budget };
-    // SAFETY: a helper without arguments. Jiffies resolution: the bucket refills in
-    // steps of a few milliseconds, the same rate on average.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // `now` has jiffies resolution: the bucket refills in steps of a few milliseconds,
+    // the same rate on average.
     let earned = now.saturating_sub(budget.last_refill_ns) / NS_PER_EVENT;
     if earned > 0 {
         budget.tokens = (budget.tokens + earned).min(EVENT_BURST);

@@ -16,6 +16,7 @@
 #![no_std]
 #![no_main]
 
+mod baseline;
 mod conntrack;
 mod events;
 mod maps;
@@ -57,30 +58,28 @@ pub fn netwarden_egress(ctx: TcContext) -> i32 {
     judge(&ctx, direction::EGRESS)
 }
 
-/// Passes everything without looking: the floor the benchmark measures against.
-#[classifier]
-pub fn netwarden_passthrough(_ctx: TcContext) -> i32 {
-    TC_ACT_OK as i32
-}
-
 #[inline(always)]
 fn judge(ctx: &TcContext, dir: u8) -> i32 {
     let mut packet = MaybeUninit::uninit();
     parse::parse(ctx, &mut packet);
     // SAFETY: `parse` writes the packet on every path.
     let packet = unsafe { packet.assume_init_ref() };
+    // SAFETY: a helper without arguments. The coarse clock (jiffies resolution) is
+    // enough for flow timeouts of 30 s and more and for the event budget, and cheaper than
+    // the precise one. Read once: both the flow and the event budget use it.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let Some(config) = endpoint() else {
-        events::report(0, dir, verdict::DENY, reason::NOT_PROGRAMMED, packet);
+        events::report(0, dir, verdict::DENY, reason::NOT_PROGRAMMED, packet, now);
         return TC_ACT_SHOT as i32;
     };
-    let (v, why) = verdict_of(ctx, &config, dir, packet);
+    let (v, why) = verdict_of(ctx, &config, dir, packet, now);
     events::count(config.id, dir, v, ctx.len());
     // Allowed new flows only: RULE, or NOT_ISOLATED on a parsed IP packet (ARP, NDP and
     // unparseable packets on an open direction start no flow).
     let new_flow = why == reason::RULE || (why == reason::NOT_ISOLATED && packet.kind == Kind::Ip);
     let report_allow = config.flags & endpoint_flags::REPORT_ALLOWS != 0 && new_flow;
     if v == verdict::DENY || report_allow {
-        events::report(config.id, dir, v, why, packet);
+        events::report(config.id, dir, v, why, packet, now);
     }
     if v == verdict::DENY {
         TC_ACT_SHOT as i32
@@ -120,7 +119,13 @@ fn endpoint() -> Option<EndpointConfig> {
 }
 
 #[inline(always)]
-fn verdict_of(ctx: &TcContext, config: &EndpointConfig, dir: u8, packet: &Packet) -> (u8, u8) {
+fn verdict_of(
+    ctx: &TcContext,
+    config: &EndpointConfig,
+    dir: u8,
+    packet: &Packet,
+    now: u64,
+) -> (u8, u8) {
     let isolated = config.flags
         & if dir == direction::INGRESS {
             endpoint_flags::INGRESS_ISOLATED
@@ -145,9 +150,6 @@ fn verdict_of(ctx: &TcContext, config: &EndpointConfig, dir: u8, packet: &Packet
     {
         return (verdict::DENY, reason::SPOOFED_SOURCE);
     }
-    // SAFETY: a helper without arguments. The coarse clock (jiffies resolution) is
-    // enough for timeouts of 30 s and more, and cheaper than the precise one.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let key = conntrack::flow_key(config.id, dir, packet);
     if let Some(state) = conntrack::lookup(&key, now) {
         // SAFETY: a map value pointer valid for this run.

@@ -18,7 +18,7 @@ use netwarden_common::Addr;
 
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -391,7 +391,7 @@ fn parse_transport(ctx: &TcContext, packet: &mut Packet, offset: usize, end: usi
 /// `::ffff:a.b.c.d`, built from two words: as sixteen bytes, LLVM would zero the first
 /// ten with a call to `memset` (see [`parse_linear`]).
 #[inline(always)]
-fn v4_mapped(v4: [u8; 4]) -> Addr {
+pub fn v4_mapped(v4: [u8; 4]) -> Addr {
     let low = u64::from_be_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]);
     // SAFETY: two u64s are sixteen bytes, any bit pattern is a valid [u8; 16].
     unsafe { core::mem::transmute::<[u64; 2], Addr>([0, low.to_be()]) }
