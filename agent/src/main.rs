@@ -185,7 +185,8 @@ fn bench_datapath(output: &std::path::Path) -> anyhow::Result<()> {
          repeated packet would be established), which costs the per-call overhead and cold \
          caches, so it is set against the pass-through program measured the same way (one \
          run per call). Each rule is one peer host on one TCP port, so the tables hold as \
-         many peer classes and port entries as rules. The drift check is the agent's \
+         many peer classes and port entries as rules. Each row starts from an empty flow \
+         table, after one round thrown away (a never-used table inserts faster). The drift check is the agent's \
          reconcile for that endpoint: every table read back from the kernel (one scan of \
          each map) and compared with what the policy compiles to. Figures from one run on a \
          shared machine, not assertions{}.\n\n{table}\n\
