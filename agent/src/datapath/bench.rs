@@ -287,7 +287,6 @@ pub fn markdown(rows: &[Row]) -> String {
          | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let ratio = |ns: f64, floor: f64| format!("{ns:.0} ({:.2}x)", ns / floor);
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} | {} | {} | {:.0} | {} | {:.1} |",
@@ -312,7 +311,6 @@ pub fn bounds_markdown(rows: &[Row]) -> String {
          | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for row in rows {
-        let ratio = |ns: f64, floor: f64| format!("{ns:.0} ({:.2}x)", ns / floor);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -327,6 +325,11 @@ pub fn bounds_markdown(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+/// `ns` and its ratio to `floor`, as a table cell.
+fn ratio(ns: f64, floor: f64) -> String {
+    format!("{ns:.0} ({:.2}x)", ns / floor)
 }
 
 fn family_name(family: Family) -> &'static str {

@@ -17,7 +17,7 @@ use netwarden_common::{
 
 use crate::{
     maps::{CONNTRACK, PEER_HOSTS, PORT_EXACT},
-    parse::{v4_mapped, ETH_HLEN, ETH_P_IPV6, IPPROTO_TCP},
+    parse::{v4_mapped_at, ETH_HLEN, ETH_P_IPV6, IPPROTO_TCP},
 };
 
 /// TC_ACT_UNSPEC: the frame was too short to read a key from, nothing was looked up.
@@ -128,14 +128,7 @@ fn flow_key(ctx: &TcContext) -> Option<FlowKey> {
             ETH_HLEN + 40,
         )
     } else {
-        let v4 = |offset: usize| {
-            v4_mapped([
-                byte(offset),
-                byte(offset + 1),
-                byte(offset + 2),
-                byte(offset + 3),
-            ])
-        };
+        let v4 = |offset: usize| v4_mapped_at(byte, offset);
         (
             byte(ETH_HLEN + 9),
             v4(ETH_HLEN + 16),

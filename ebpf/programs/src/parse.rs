@@ -129,14 +129,7 @@ fn parse_linear(ctx: &TcContext, out: &mut MaybeUninit<Packet>) -> bool {
             {
                 return false;
             }
-            let v4 = |offset: usize| {
-                v4_mapped([
-                    byte(offset),
-                    byte(offset + 1),
-                    byte(offset + 2),
-                    byte(offset + 3),
-                ])
-            };
+            let v4 = |offset: usize| v4_mapped_at(byte, offset);
             let protocol = byte(ETH_HLEN + 9);
             (
                 4,
@@ -388,10 +381,21 @@ fn parse_transport(ctx: &TcContext, packet: &mut Packet, offset: usize, end: usi
     packet.kind = Kind::Ip;
 }
 
+/// The IPv4 address at `offset`, v4-mapped, read byte by byte through `byte`.
+#[inline(always)]
+pub fn v4_mapped_at(byte: impl Fn(usize) -> u8, offset: usize) -> Addr {
+    v4_mapped([
+        byte(offset),
+        byte(offset + 1),
+        byte(offset + 2),
+        byte(offset + 3),
+    ])
+}
+
 /// `::ffff:a.b.c.d`, built from two words: as sixteen bytes, LLVM would zero the first
 /// ten with a call to `memset` (see [`parse_linear`]).
 #[inline(always)]
-pub fn v4_mapped(v4: [u8; 4]) -> Addr {
+fn v4_mapped(v4: [u8; 4]) -> Addr {
     let low = u64::from_be_bytes([0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]);
     // SAFETY: two u64s are sixteen bytes, any bit pattern is a valid [u8; 16].
     unsafe { core::mem::transmute::<[u64; 2], Addr>([0, low.to_be()]) }
