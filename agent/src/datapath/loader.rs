@@ -50,7 +50,8 @@ impl Datapath {
     }
 
     /// Loads the embedded object with its maps pinned under `pins` (adopting maps already
-    /// pinned there, and the slots recorded in them), forwards the programs' logs and starts filling the instance pool.
+    /// pinned there, and the slots recorded in them), forwards the programs' logs and
+    /// starts filling the instance pool.
     pub fn load_with(pins: PinRoot, options: DatapathOptions) -> Result<Self, DatapathError> {
         pins.create()?;
         let mut shared = load_object(&pins, None)?;
