@@ -294,9 +294,28 @@ impl Lab {
         let child = command.spawn().expect("agent starts");
         self.agent = Some(child);
         let client = netwarden_cni::agent_link::AgentClient::new(self.socket());
-        client
-            .wait_ready(Duration::from_secs(20))
-            .expect("agent ready");
+        if let Err(problem) = client.wait_ready(Duration::from_secs(20)) {
+            panic!("agent ready: {problem:?}\n{}", self.agent_report());
+        }
+    }
+
+    /// Whether the agent still runs, and the end of its log: what a failed start needs.
+    fn agent_report(&mut self) -> String {
+        const LINES: usize = 40;
+        let state = match self.agent.as_mut().map(|child| child.try_wait()) {
+            Some(Ok(Some(status))) => format!("the agent exited: {status}"),
+            Some(Ok(None)) => "the agent still runs".to_owned(),
+            Some(Err(e)) => format!("the agent's state is unknown: {e}"),
+            None => "no agent was started".to_owned(),
+        };
+        let log = std::fs::read_to_string(self.agent_log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LINES)..];
+        format!(
+            "{state}; the last {} lines of its log:\n{}",
+            tail.len(),
+            tail.join("\n")
+        )
     }
 
     /// Where the agent's logs go.
