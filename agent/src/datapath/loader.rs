@@ -84,8 +84,8 @@ impl Datapath {
     }
 
     /// Blocks until the instance pool is full. Never needed for correctness (the pool
-    /// fills in the background, and an attach waits for a load under way when it is
-    /// empty); for measurements and for warming up before a burst of attaches.
+    /// fills in the background, and an attach that finds it empty loads its own); for
+    /// measurements and for warming up before a burst of attaches.
     pub fn fill_pool(&mut self) {
         self.pool.fill(&mut self.slots);
     }

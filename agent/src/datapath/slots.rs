@@ -179,7 +179,7 @@ impl Slots {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn endpoint(ifindex: u32) -> EndpointKey {
@@ -192,7 +192,7 @@ mod tests {
 
     /// Shared memory laid out as `ENDPOINTS`: each call maps it again, as each agent
     /// maps the kernel's array.
-    fn shared() -> impl Fn() -> Slots {
+    pub(in crate::datapath) fn shared() -> impl Fn() -> Slots {
         let file = tempfile::tempfile().unwrap();
         file.set_len(LEN as u64).unwrap();
         move || Slots::over(MmapOptions::new().len(LEN).map_raw(&file).unwrap())
