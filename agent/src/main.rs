@@ -186,10 +186,10 @@ fn bench_datapath(output: &std::path::Path) -> anyhow::Result<()> {
          caches, so it is set against the pass-through program measured the same way (one \
          run per call). Each rule is one peer host on one TCP port, so the tables hold as \
          many peer classes and port entries as rules. Each row starts from an empty flow \
-         table, after one round thrown away (a never-used table inserts faster). The drift check is the agent's \
-         reconcile for that endpoint: every table read back from the kernel (one scan of \
-         each map) and compared with what the policy compiles to. Figures from one run on a \
-         shared machine, not assertions{}.\n\n{table}\n\
+         table, after one round thrown away (a never-used table inserts faster). The drift \
+         check is the agent's reconcile for that endpoint: every table read back from the \
+         kernel (one scan of each map) and compared with what the policy compiles to. \
+         Figures from one run on a shared machine, not assertions{}.\n\n{table}\n\
          The second table sets the classifiers beside lower bounds measured in the same \
          run: reference programs that make only the map lookups these packets cannot do \
          without (the flow lookup of an established packet; the flow, peer-host and port \

@@ -2,8 +2,9 @@
 //! kernel with BPF_PROG_TEST_RUN, for the pass-through floor, an established flow, a new
 //! allowed flow and a new denied flow, at growing rule counts, IPv4 and IPv6, set against
 //! lower bounds measured in the same run (programs making only the map lookups those
-//! packets cannot do without); and the time to attach and program one interface, loading its classifiers then or taking them from
-//! the pool. Figures, not assertions: it prints tables and writes them as Markdown.
+//! packets cannot do without); and the time to attach and program one interface, loading
+//! its classifiers then or taking them from the pool. Figures, not assertions: it prints
+//! tables and writes them as Markdown.
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
